@@ -1,0 +1,1 @@
+//! ember's evaluator (built in its own issue).

@@ -1,0 +1,1 @@
+//! ember's server (built in its own issue).
