@@ -1,5 +1,17 @@
 //! ember's kernels: one API for attention and KV-cache operations, with a CPU implementation always and a
-//! CUDA one behind the `cuda` feature.
+//! CUDA one behind the `cuda` feature. Callers hand over candle tensors and plain metadata; the device of
+//! the tensors picks the implementation.
+
+pub mod cpu;
+mod kv_cache;
+mod metadata;
+mod rope;
+
+pub use kv_cache::{KvCacheSpec, LayerKvCache, PagedKvCache};
+pub use metadata::{AttentionMetadata, SeqSpan};
+pub use rope::{RopeStyle, RopeTable};
+
+use candle_core::{Device, Tensor};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -7,6 +19,86 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Shape(String),
+    #[error("kernel not available on {0}")]
+    Unsupported(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Writes this step's keys and values into the paged cache (at `meta.slot_mapping`) and attends causally
+/// over each sequence's whole context through its block table.
+///
+/// Shapes: `q` is `[tokens, num_heads, head_dim]`, `k` and `v` are `[tokens, num_kv_heads, head_dim]`, all
+/// f32. Returns `[tokens, num_heads * head_dim]`.
+pub fn paged_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cache: &mut LayerKvCache,
+    meta: &AttentionMetadata,
+    softmax_scale: f32,
+) -> Result<Tensor> {
+    let (tokens, num_heads, head_dim) = q.dims3()?;
+    let (k_tokens, num_kv_heads, k_dim) = k.dims3()?;
+    let spec = &cache.spec().to_owned();
+    if k_tokens != tokens || v.dims3()? != (tokens, num_kv_heads, head_dim) || k_dim != head_dim {
+        return Err(Error::Shape(format!(
+            "q {:?}, k {:?}, v {:?} do not match",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    if num_kv_heads != spec.num_kv_heads || head_dim != spec.head_dim || num_heads % num_kv_heads != 0 {
+        return Err(Error::Shape(format!(
+            "attention with {num_heads} heads / {num_kv_heads} kv heads of dim {head_dim} does not fit a \
+             cache of {} kv heads of dim {}",
+            spec.num_kv_heads, spec.head_dim
+        )));
+    }
+    meta.validate(tokens, spec)?;
+    match q.device() {
+        Device::Cpu => {
+            let q = q.flatten_all()?.to_vec1::<f32>()?;
+            let k = k.flatten_all()?.to_vec1::<f32>()?;
+            let v = v.flatten_all()?.to_vec1::<f32>()?;
+            let (k_cache, v_cache) = cache.cpu_slices_mut()?;
+            cpu::cache_write::write_kv(k_cache, v_cache, spec, &k, &v, &meta.slot_mapping);
+            let (k_cache, v_cache) = cache.cpu_slices()?;
+            let mut out = vec![0f32; tokens * num_heads * head_dim];
+            cpu::paged_attention::attend(
+                &q,
+                k_cache,
+                v_cache,
+                spec,
+                meta,
+                num_heads,
+                softmax_scale,
+                &mut out,
+            );
+            Ok(Tensor::from_vec(out, (tokens, num_heads * head_dim), &Device::Cpu)?)
+        }
+        other => Err(Error::Unsupported(format!("{other:?}"))),
+    }
+}
+
+/// Applies rotary position embeddings to `x` (`[tokens, heads, head_dim]`, f32), token `t` at `positions[t]`.
+pub fn apply_rope(x: &Tensor, positions: &[usize], table: &RopeTable) -> Result<Tensor> {
+    let (tokens, heads, head_dim) = x.dims3()?;
+    if tokens != positions.len() || head_dim != table.head_dim() {
+        return Err(Error::Shape(format!(
+            "rope over {:?} with {} positions and a table for head_dim {}",
+            x.dims(),
+            positions.len(),
+            table.head_dim()
+        )));
+    }
+    match x.device() {
+        Device::Cpu => {
+            let mut data = x.flatten_all()?.to_vec1::<f32>()?;
+            cpu::rope::apply(&mut data, heads, positions, table)?;
+            Ok(Tensor::from_vec(data, (tokens, heads, head_dim), &Device::Cpu)?)
+        }
+        other => Err(Error::Unsupported(format!("{other:?}"))),
+    }
+}
