@@ -264,7 +264,8 @@ fn write_gguf(path: &Path, cfg: &ModelConfig, weights: &BTreeMap<String, Tensor>
     let mut tensors = Vec::new();
     for (name, w) in weights {
         let mut w = w.clone();
-        if arch_spec(cfg.architecture).gguf_rope_style == ember_kernels::RopeStyle::Interleaved {
+        // What llama.cpp's converter does for llama, independently of how our loader undoes it.
+        if cfg.architecture == Architecture::Llama {
             if name.ends_with("self_attn.q_proj.weight") {
                 w = permute_for_interleaved_rope(&w, cfg.num_heads)?;
             } else if name.ends_with("self_attn.k_proj.weight") {
