@@ -52,15 +52,16 @@ impl ForwardBatch {
                 let pos = chunk.num_computed + i;
                 batch.token_ids.push(token);
                 batch.positions.push(pos);
-                batch
-                    .attention
-                    .slot_mapping
-                    .push(chunk.block_table[pos / block_size] as usize * block_size + pos % block_size);
+                batch.attention.slot_mapping.push(
+                    chunk.block_table[pos / block_size] as usize * block_size + pos % block_size,
+                );
             }
             match chunk.logits {
                 LogitsWanted::None => {}
                 LogitsWanted::Last => batch.logits_indices.push(batch.token_ids.len() - 1),
-                LogitsWanted::All => batch.logits_indices.extend(query_start..batch.token_ids.len()),
+                LogitsWanted::All => batch
+                    .logits_indices
+                    .extend(query_start..batch.token_ids.len()),
             }
             batch.attention.seqs.push(SeqSpan {
                 query_start,

@@ -84,7 +84,10 @@ impl ModelConfig {
             )));
         }
         if self.head_dim % 2 != 0 {
-            return Err(Error::Config(format!("head_dim {} must be even for RoPE", self.head_dim)));
+            return Err(Error::Config(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim
+            )));
         }
         Ok(self)
     }
@@ -97,7 +100,9 @@ impl ModelConfig {
             .model_type
             .clone()
             .or_else(|| raw.architectures.as_ref().and_then(|a| a.first().cloned()))
-            .ok_or_else(|| Error::Config("config.json has neither model_type nor architectures".into()))?;
+            .ok_or_else(|| {
+                Error::Config("config.json has neither model_type nor architectures".into())
+            })?;
         let spec = Architecture::from_name(&name)?;
         if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
             return Err(Error::Config(format!(
@@ -114,9 +119,7 @@ impl ModelConfig {
             num_layers: raw.num_hidden_layers,
             num_heads,
             num_kv_heads: raw.num_key_value_heads.unwrap_or(num_heads),
-            head_dim: raw
-                .head_dim
-                .unwrap_or(raw.hidden_size / num_heads.max(1)),
+            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / num_heads.max(1)),
             rope_theta: raw.rope_theta.unwrap_or(spec.default_rope_theta),
             rope_style: RopeStyle::Half,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
@@ -220,7 +223,11 @@ fn value_usize(v: &Value, key: &str) -> Result<usize> {
         Value::I16(x) if *x >= 0 => *x as u64,
         Value::I32(x) if *x >= 0 => *x as u64,
         Value::I64(x) if *x >= 0 => *x as u64,
-        _ => return Err(Error::Config(format!("GGUF key {key} is not a non-negative integer"))),
+        _ => {
+            return Err(Error::Config(format!(
+                "GGUF key {key} is not a non-negative integer"
+            )))
+        }
     };
     Ok(n as usize)
 }

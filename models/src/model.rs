@@ -28,7 +28,11 @@ impl Attention {
         let bias = cfg.attention_bias;
         let norm = |name: &str| -> Result<Option<RmsNorm>> {
             if cfg.qk_norm {
-                Ok(Some(RmsNorm::new(weights, &format!("{prefix}.{name}"), cfg.rms_norm_eps)?))
+                Ok(Some(RmsNorm::new(
+                    weights,
+                    &format!("{prefix}.{name}"),
+                    cfg.rms_norm_eps,
+                )?))
             } else {
                 Ok(None)
             }
@@ -55,9 +59,18 @@ impl Attention {
         cache: &mut LayerKvCache,
     ) -> Result<Tensor> {
         let tokens = batch.num_tokens();
-        let q = self.q_proj.forward(x)?.reshape((tokens, self.num_heads, self.head_dim))?;
-        let k = self.k_proj.forward(x)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
-        let v = self.v_proj.forward(x)?.reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let q = self
+            .q_proj
+            .forward(x)?
+            .reshape((tokens, self.num_heads, self.head_dim))?;
+        let k = self
+            .k_proj
+            .forward(x)?
+            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let v = self
+            .v_proj
+            .forward(x)?
+            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
         let (q, k) = match (&self.q_norm, &self.k_norm) {
             (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
             _ => (q, k),
@@ -80,7 +93,11 @@ impl DecoderLayer {
     fn new(cfg: &ModelConfig, weights: &dyn Weights, index: usize) -> Result<Self> {
         let prefix = format!("model.layers.{index}");
         Ok(Self {
-            input_norm: RmsNorm::new(weights, &format!("{prefix}.input_layernorm"), cfg.rms_norm_eps)?,
+            input_norm: RmsNorm::new(
+                weights,
+                &format!("{prefix}.input_layernorm"),
+                cfg.rms_norm_eps,
+            )?,
             attention: Attention::new(cfg, weights, &format!("{prefix}.self_attn"))?,
             post_attention_norm: RmsNorm::new(
                 weights,
@@ -98,7 +115,9 @@ impl DecoderLayer {
         rope: &RopeTable,
         cache: &mut LayerKvCache,
     ) -> Result<Tensor> {
-        let h = self.attention.forward(&self.input_norm.forward(x)?, batch, rope, cache)?;
+        let h = self
+            .attention
+            .forward(&self.input_norm.forward(x)?, batch, rope, cache)?;
         let x = (x + h)?;
         let h = self.mlp.forward(&self.post_attention_norm.forward(&x)?)?;
         Ok((x + h)?)
@@ -192,14 +211,20 @@ impl DecoderModel {
                 self.layers.len()
             )));
         }
-        if let Some(&bad) = batch.token_ids.iter().find(|&&t| t as usize >= self.config.vocab_size) {
+        if let Some(&bad) = batch
+            .token_ids
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
             return Err(Error::Batch(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.config.vocab_size
             )));
         }
         if let Some(&bad) = batch.logits_indices.iter().find(|&&i| i >= tokens) {
-            return Err(Error::Batch(format!("logits index {bad} outside a batch of {tokens}")));
+            return Err(Error::Batch(format!(
+                "logits index {bad} outside a batch of {tokens}"
+            )));
         }
         let ids = Tensor::new(batch.token_ids.as_slice(), &self.device)?;
         let mut x = self.embed_tokens.forward(&ids)?.to_dtype(DType::F32)?;
@@ -208,7 +233,11 @@ impl DecoderModel {
         }
         let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
         if rows.is_empty() {
-            return Ok(Tensor::zeros((0, self.config.vocab_size), DType::F32, &self.device)?);
+            return Ok(Tensor::zeros(
+                (0, self.config.vocab_size),
+                DType::F32,
+                &self.device,
+            )?);
         }
         let rows = Tensor::new(rows.as_slice(), &self.device)?;
         let x = self.norm.forward(&x.index_select(&rows, 0)?)?;

@@ -81,13 +81,20 @@ pub fn tiny_weights(cfg: &ModelConfig, seed: u64) -> Result<BTreeMap<String, Ten
     let mut weights = BTreeMap::new();
     let mut add = |name: String, dims: &[usize], center: f32, spread: f32| -> Result<()> {
         let n: usize = dims.iter().product();
-        let data: Vec<f32> = (0..n).map(|_| center + rng.random_range(-spread..spread)).collect();
+        let data: Vec<f32> = (0..n)
+            .map(|_| center + rng.random_range(-spread..spread))
+            .collect();
         weights.insert(name, Tensor::from_vec(data, dims, &Device::Cpu)?);
         Ok(())
     };
     let (h, d, f) = (cfg.hidden_size, cfg.head_dim, cfg.intermediate_size);
     let (q_out, kv_out) = (cfg.num_heads * d, cfg.num_kv_heads * d);
-    add("model.embed_tokens.weight".into(), &[cfg.vocab_size, h], 0.0, 1.0)?;
+    add(
+        "model.embed_tokens.weight".into(),
+        &[cfg.vocab_size, h],
+        0.0,
+        1.0,
+    )?;
     add("model.norm.weight".into(), &[h], 1.0, 0.2)?;
     if !cfg.tie_word_embeddings {
         add("lm_head.weight".into(), &[cfg.vocab_size, h], 0.0, 0.3)?;
@@ -95,14 +102,24 @@ pub fn tiny_weights(cfg: &ModelConfig, seed: u64) -> Result<BTreeMap<String, Ten
     for i in 0..cfg.num_layers {
         let p = format!("model.layers.{i}");
         add(format!("{p}.input_layernorm.weight"), &[h], 1.0, 0.2)?;
-        add(format!("{p}.post_attention_layernorm.weight"), &[h], 1.0, 0.2)?;
+        add(
+            format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            1.0,
+            0.2,
+        )?;
         for (name, out) in [("q_proj", q_out), ("k_proj", kv_out), ("v_proj", kv_out)] {
             add(format!("{p}.self_attn.{name}.weight"), &[out, h], 0.0, 0.25)?;
             if cfg.attention_bias {
                 add(format!("{p}.self_attn.{name}.bias"), &[out], 0.0, 0.2)?;
             }
         }
-        add(format!("{p}.self_attn.o_proj.weight"), &[h, q_out], 0.0, 0.25)?;
+        add(
+            format!("{p}.self_attn.o_proj.weight"),
+            &[h, q_out],
+            0.0,
+            0.25,
+        )?;
         if cfg.qk_norm {
             add(format!("{p}.self_attn.q_norm.weight"), &[d], 1.0, 0.2)?;
             add(format!("{p}.self_attn.k_norm.weight"), &[d], 1.0, 0.2)?;
@@ -131,10 +148,16 @@ fn hf_model_type(arch: Architecture) -> &'static str {
 }
 
 /// Writes a tiny model with random weights; returns the path to pass to the loader (directory or file).
-pub fn write_tiny_model(dir: &Path, architecture: Architecture, format: TinyFormat, seed: u64) -> Result<PathBuf> {
+pub fn write_tiny_model(
+    dir: &Path,
+    architecture: Architecture,
+    format: TinyFormat,
+    seed: u64,
+) -> Result<PathBuf> {
     let cfg = tiny_config(architecture);
     let weights = tiny_weights(&cfg, seed)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     match format {
         TinyFormat::HfDir => write_hf_dir(dir, &cfg, &weights).map(|_| dir.to_path_buf()),
         TinyFormat::Gguf(dtype) => {
@@ -167,8 +190,10 @@ fn write_hf_dir(dir: &Path, cfg: &ModelConfig, weights: &BTreeMap<String, Tensor
         "torch_dtype": "float32",
     });
     write(&dir.join("config.json"), &config.to_string())?;
-    let weights: std::collections::HashMap<&str, Tensor> =
-        weights.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let weights: std::collections::HashMap<&str, Tensor> = weights
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     candle_core::safetensors::save(&weights, dir.join("model.safetensors"))?;
     write(&dir.join("tokenizer.json"), &tokenizer_json()?)?;
     let tokenizer_config = serde_json::json!({
@@ -178,10 +203,14 @@ fn write_hf_dir(dir: &Path, cfg: &ModelConfig, weights: &BTreeMap<String, Tensor
         "add_bos_token": false,
         "chat_template": CHATML_TEMPLATE,
     });
-    write(&dir.join("tokenizer_config.json"), &tokenizer_config.to_string())?;
+    write(
+        &dir.join("tokenizer_config.json"),
+        &tokenizer_config.to_string(),
+    )?;
     write(
         &dir.join("generation_config.json"),
-        &serde_json::json!({"eos_token_id": [258, 256], "temperature": 0.7, "top_p": 0.8}).to_string(),
+        &serde_json::json!({"eos_token_id": [258, 256], "temperature": 0.7, "top_p": 0.8})
+            .to_string(),
     )
 }
 
@@ -229,7 +258,12 @@ fn permute_for_interleaved_rope(w: &Tensor, heads: usize) -> Result<Tensor> {
         .reshape((rows, cols))?)
 }
 
-fn write_gguf(path: &Path, cfg: &ModelConfig, weights: &BTreeMap<String, Tensor>, dtype: GgmlDType) -> Result<()> {
+fn write_gguf(
+    path: &Path,
+    cfg: &ModelConfig,
+    weights: &BTreeMap<String, Tensor>,
+    dtype: GgmlDType,
+) -> Result<()> {
     use gguf_file::Value;
     let arch = hf_model_type(cfg.architecture);
     let (tokens, merges) = tiny_vocab();
@@ -241,25 +275,55 @@ fn write_gguf(path: &Path, cfg: &ModelConfig, weights: &BTreeMap<String, Tensor>
     let metadata: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(format!("tiny-{arch}"))),
-        (k("context_length"), Value::U32(cfg.max_position_embeddings as u32)),
+        (
+            k("context_length"),
+            Value::U32(cfg.max_position_embeddings as u32),
+        ),
         (k("embedding_length"), Value::U32(cfg.hidden_size as u32)),
-        (k("feed_forward_length"), Value::U32(cfg.intermediate_size as u32)),
+        (
+            k("feed_forward_length"),
+            Value::U32(cfg.intermediate_size as u32),
+        ),
         (k("block_count"), Value::U32(cfg.num_layers as u32)),
         (k("attention.head_count"), Value::U32(cfg.num_heads as u32)),
-        (k("attention.head_count_kv"), Value::U32(cfg.num_kv_heads as u32)),
+        (
+            k("attention.head_count_kv"),
+            Value::U32(cfg.num_kv_heads as u32),
+        ),
         (k("attention.key_length"), Value::U32(cfg.head_dim as u32)),
         (k("attention.value_length"), Value::U32(cfg.head_dim as u32)),
         (k("rope.freq_base"), Value::F32(cfg.rope_theta as f32)),
-        (k("attention.layer_norm_rms_epsilon"), Value::F32(cfg.rms_norm_eps as f32)),
+        (
+            k("attention.layer_norm_rms_epsilon"),
+            Value::F32(cfg.rms_norm_eps as f32),
+        ),
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
         ("tokenizer.ggml.pre".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.tokens".into(), Value::Array(tokens.into_iter().map(Value::String).collect())),
-        ("tokenizer.ggml.merges".into(), Value::Array(merges.into_iter().map(Value::String).collect())),
-        ("tokenizer.ggml.token_type".into(), Value::Array(token_types)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(first_special as u32 + 2)),
-        ("tokenizer.ggml.padding_token_id".into(), Value::U32(first_special as u32)),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(token_types),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".into(),
+            Value::U32(first_special as u32 + 2),
+        ),
+        (
+            "tokenizer.ggml.padding_token_id".into(),
+            Value::U32(first_special as u32),
+        ),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.chat_template".into(), Value::String(CHATML_TEMPLATE.into())),
+        (
+            "tokenizer.chat_template".into(),
+            Value::String(CHATML_TEMPLATE.into()),
+        ),
     ];
     let mut tensors = Vec::new();
     for (name, w) in weights {
@@ -274,10 +338,12 @@ fn write_gguf(path: &Path, cfg: &ModelConfig, weights: &BTreeMap<String, Tensor>
         }
         // Norms and biases stay f32, as llama.cpp stores them.
         let tensor_dtype = if w.rank() == 1 { GgmlDType::F32 } else { dtype };
-        let gguf = gguf_name(name).ok_or_else(|| Error::Config(format!("no GGUF name for {name}")))?;
+        let gguf =
+            gguf_name(name).ok_or_else(|| Error::Config(format!("no GGUF name for {name}")))?;
         tensors.push((gguf, QTensor::quantize(&w, tensor_dtype)?));
     }
-    let mut file = std::fs::File::create(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let mut file = std::fs::File::create(path)
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
     let md: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let ts: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     gguf_file::write(&mut file, &md, &ts)?;

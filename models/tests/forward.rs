@@ -13,7 +13,11 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-const ARCHS: [Architecture; 3] = [Architecture::Llama, Architecture::Qwen2, Architecture::Qwen3];
+const ARCHS: [Architecture; 3] = [
+    Architecture::Llama,
+    Architecture::Qwen2,
+    Architecture::Qwen3,
+];
 
 /// A sequence's tokens and how many of them each step computes.
 struct Plan {
@@ -29,7 +33,10 @@ fn run_paged(
     block_size: usize,
     rng: &mut StdRng,
 ) -> Vec<Vec<Vec<f32>>> {
-    let blocks_per_seq: Vec<usize> = plans.iter().map(|p| p.tokens.len().div_ceil(block_size)).collect();
+    let blocks_per_seq: Vec<usize> = plans
+        .iter()
+        .map(|p| p.tokens.len().div_ceil(block_size))
+        .collect();
     let total: usize = blocks_per_seq.iter().sum::<usize>() + 3;
     // Shuffled block ids so no sequence's blocks are contiguous.
     let mut ids: Vec<u32> = (0..total as u32).collect();
@@ -45,7 +52,9 @@ fn run_paged(
     let mut logits: Vec<Vec<Vec<f32>>> = plans.iter().map(|_| Vec::new()).collect();
     let steps = plans.iter().map(|p| p.chunks.len()).max().unwrap();
     for step in 0..steps {
-        let active: Vec<usize> = (0..plans.len()).filter(|&i| step < plans[i].chunks.len()).collect();
+        let active: Vec<usize> = (0..plans.len())
+            .filter(|&i| step < plans[i].chunks.len())
+            .collect();
         let chunks: Vec<SeqChunk> = active
             .iter()
             .map(|&i| {
@@ -59,7 +68,11 @@ fn run_paged(
             })
             .collect();
         let batch = ForwardBatch::build(&chunks, block_size).unwrap();
-        let out = model.forward(&batch, &mut cache).unwrap().to_vec2::<f32>().unwrap();
+        let out = model
+            .forward(&batch, &mut cache)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let mut row = 0;
         for &i in &active {
             let n = plans[i].chunks[step];
@@ -113,7 +126,8 @@ fn paged_forward_matches_contiguous_reference() {
                 })
                 .collect();
                 let paged = run_paged(&loaded.model, &plans, block_size, &mut rng);
-                let expected: Vec<Vec<Vec<f64>>> = plans.iter().map(|p| reference.logits(&p.tokens)).collect();
+                let expected: Vec<Vec<Vec<f64>>> =
+                    plans.iter().map(|p| reference.logits(&p.tokens)).collect();
                 let diff = max_abs_diff(&paged, &expected);
                 assert!(
                     diff <= 1e-4,

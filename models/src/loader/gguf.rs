@@ -25,7 +25,8 @@ pub struct GgufWeights {
 
 impl GgufWeights {
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let mut file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| Error::Gguf {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -81,7 +82,10 @@ impl Weights for GgufWeights {
     }
 
     fn vector(&self, name: &str) -> Result<Tensor> {
-        Ok(self.qtensor(name)?.dequantize(&self.device)?.to_dtype(DType::F32)?)
+        Ok(self
+            .qtensor(name)?
+            .dequantize(&self.device)?
+            .to_dtype(DType::F32)?)
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -131,7 +135,10 @@ pub fn find_in_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("gguf")))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        })
         .collect();
     found.sort();
     Ok(found)

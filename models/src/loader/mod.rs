@@ -78,7 +78,10 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
                 "{} holds {} .gguf files; pass one of them: {}",
                 path.display(),
                 many.len(),
-                many.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         };
     }
@@ -90,7 +93,7 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     }
     Err(Error::NotFound(format!(
         "model `{spec}` is neither a file, a directory, a registry alias ({}) nor a hub id (org/name)",
-        registry::aliases().collect::<Vec<_>>().join(", ")
+        registry::aliases().join(", ")
     )))
 }
 

@@ -34,11 +34,13 @@ impl SafetensorsWeights {
         let files = weight_files(dir)?;
         // SAFETY: the files are mapped read-only; like every safetensors user we assume nobody rewrites
         // them while the model is loaded.
-        let tensors = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::Config(format!(
-            "reading safetensors in {}: {e}",
-            dir.display()
-        )))?;
-        let names = tensors.tensors().into_iter().map(|(name, _)| name).collect();
+        let tensors = unsafe { MmapedSafetensors::multi(&files) }
+            .map_err(|e| Error::Config(format!("reading safetensors in {}: {e}", dir.display())))?;
+        let names = tensors
+            .tensors()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         Ok(Self {
             tensors,
             names,
@@ -48,9 +50,14 @@ impl SafetensorsWeights {
 
     fn load(&self, name: &str) -> Result<Tensor> {
         if !self.names.contains(name) {
-            return Err(Error::Config(format!("weight {name} is missing from the safetensors files")));
+            return Err(Error::Config(format!(
+                "weight {name} is missing from the safetensors files"
+            )));
         }
-        Ok(self.tensors.load(name, &self.device)?.to_dtype(DType::F32)?)
+        Ok(self
+            .tensors
+            .load(name, &self.device)?
+            .to_dtype(DType::F32)?)
     }
 }
 
@@ -58,7 +65,10 @@ impl Weights for SafetensorsWeights {
     fn matmul(&self, name: &str) -> Result<QMatMul> {
         let w = self.load(name)?;
         if w.rank() != 2 {
-            return Err(Error::Config(format!("weight {name} has shape {:?}, expected 2-D", w.dims())));
+            return Err(Error::Config(format!(
+                "weight {name} has shape {:?}, expected 2-D",
+                w.dims()
+            )));
         }
         Ok(QMatMul::Tensor(w))
     }

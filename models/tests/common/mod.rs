@@ -21,11 +21,16 @@ impl ReferenceModel {
                 (k.clone(), v.into_iter().map(f64::from).collect())
             })
             .collect();
-        Self { cfg: cfg.clone(), weights }
+        Self {
+            cfg: cfg.clone(),
+            weights,
+        }
     }
 
     fn w(&self, name: &str) -> &[f64] {
-        self.weights.get(name).unwrap_or_else(|| panic!("missing {name}"))
+        self.weights
+            .get(name)
+            .unwrap_or_else(|| panic!("missing {name}"))
     }
 
     /// `W x` for a row-major `[out, in]` weight.
@@ -33,7 +38,13 @@ impl ReferenceModel {
         let w = self.w(&format!("{name}.weight"));
         let out = w.len() / x.len();
         let mut y: Vec<f64> = (0..out)
-            .map(|o| w[o * x.len()..(o + 1) * x.len()].iter().zip(x).map(|(a, b)| a * b).sum())
+            .map(|o| {
+                w[o * x.len()..(o + 1) * x.len()]
+                    .iter()
+                    .zip(x)
+                    .map(|(a, b)| a * b)
+                    .sum()
+            })
             .collect();
         if bias {
             for (y, b) in y.iter_mut().zip(self.w(&format!("{name}.bias"))) {
@@ -67,7 +78,10 @@ impl ReferenceModel {
         let c = &self.cfg;
         let (h, d) = (c.hidden_size, c.head_dim);
         let emb = self.w("model.embed_tokens.weight");
-        let mut xs: Vec<Vec<f64>> = tokens.iter().map(|&t| emb[t as usize * h..][..h].to_vec()).collect();
+        let mut xs: Vec<Vec<f64>> = tokens
+            .iter()
+            .map(|&t| emb[t as usize * h..][..h].to_vec())
+            .collect();
         for l in 0..c.num_layers {
             let p = format!("model.layers.{l}");
             let mut qs = Vec::new();
@@ -78,7 +92,10 @@ impl ReferenceModel {
                 let mut q = self.linear(&format!("{p}.self_attn.q_proj"), &xn, c.attention_bias);
                 let mut k = self.linear(&format!("{p}.self_attn.k_proj"), &xn, c.attention_bias);
                 let v = self.linear(&format!("{p}.self_attn.v_proj"), &xn, c.attention_bias);
-                for (heads, vecs, norm) in [(c.num_heads, &mut q, "q_norm"), (c.num_kv_heads, &mut k, "k_norm")] {
+                for (heads, vecs, norm) in [
+                    (c.num_heads, &mut q, "q_norm"),
+                    (c.num_kv_heads, &mut k, "k_norm"),
+                ] {
                     for hd in 0..heads {
                         let head = &mut vecs[hd * d..(hd + 1) * d];
                         if c.qk_norm {
@@ -121,14 +138,22 @@ impl ReferenceModel {
                 let xn = self.rms_norm(&format!("{p}.post_attention_layernorm"), x);
                 let gate = self.linear(&format!("{p}.mlp.gate_proj"), &xn, false);
                 let up = self.linear(&format!("{p}.mlp.up_proj"), &xn, false);
-                let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+                let act: Vec<f64> = gate
+                    .iter()
+                    .zip(&up)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
                 let down = self.linear(&format!("{p}.mlp.down_proj"), &act, false);
                 for (x, o) in x.iter_mut().zip(down) {
                     *x += o;
                 }
             }
         }
-        let head = if c.tie_word_embeddings { "model.embed_tokens" } else { "lm_head" };
+        let head = if c.tie_word_embeddings {
+            "model.embed_tokens"
+        } else {
+            "lm_head"
+        };
         xs.iter()
             .map(|x| self.linear(head, &self.rms_norm("model.norm", x), false))
             .collect()
