@@ -18,7 +18,12 @@ impl KvCacheSpec {
     }
 
     /// Bytes one block takes across K and V of `num_layers` layers, in f32.
-    pub fn block_bytes(block_size: usize, num_kv_heads: usize, head_dim: usize, num_layers: usize) -> usize {
+    pub fn block_bytes(
+        block_size: usize,
+        num_kv_heads: usize,
+        head_dim: usize,
+        num_layers: usize,
+    ) -> usize {
         2 * block_size * num_kv_heads * head_dim * num_layers * std::mem::size_of::<f32>()
     }
 

@@ -49,7 +49,10 @@ pub fn paged_attention(
             v.dims()
         )));
     }
-    if num_kv_heads != spec.num_kv_heads || head_dim != spec.head_dim || num_heads % num_kv_heads != 0 {
+    if num_kv_heads != spec.num_kv_heads
+        || head_dim != spec.head_dim
+        || num_heads % num_kv_heads != 0
+    {
         return Err(Error::Shape(format!(
             "attention with {num_heads} heads / {num_kv_heads} kv heads of dim {head_dim} does not fit a \
              cache of {} kv heads of dim {}",
@@ -76,9 +79,56 @@ pub fn paged_attention(
                 softmax_scale,
                 &mut out,
             );
-            Ok(Tensor::from_vec(out, (tokens, num_heads * head_dim), &Device::Cpu)?)
+            Ok(Tensor::from_vec(
+                out,
+                (tokens, num_heads * head_dim),
+                &Device::Cpu,
+            )?)
         }
         other => Err(Error::Unsupported(format!("{other:?}"))),
+    }
+}
+
+/// `x[m, k] · w[n, k]ᵀ` for f32 tensors, batch-invariant (each row's result is independent of the others).
+pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (m, k) = x.dims2()?;
+    let (n, wk) = w.dims2()?;
+    if k != wk {
+        return Err(Error::Shape(format!(
+            "matmul of {:?} by {:?}ᵀ",
+            x.dims(),
+            w.dims()
+        )));
+    }
+    match x.device() {
+        Device::Cpu => {
+            let x = x.contiguous()?;
+            let w = w.contiguous()?;
+            let mut out = vec![0f32; m * n];
+            with_cpu_f32(&x, |xs| {
+                with_cpu_f32(&w, |ws| {
+                    cpu::matmul::matmul_t(xs, ws, m, k, n, &mut out);
+                    Ok(())
+                })
+            })?;
+            Ok(Tensor::from_vec(out, (m, n), &Device::Cpu)?)
+        }
+        _ => Ok(x.matmul(&w.t()?)?),
+    }
+}
+
+/// Borrows a contiguous f32 CPU tensor's elements without copying them.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) => {
+            f(&data[start..end])
+        }
+        _ => Err(Error::Shape(format!(
+            "expected a contiguous f32 CPU tensor, got {:?} {:?}",
+            t.dtype(),
+            t.device()
+        ))),
     }
 }
 
@@ -97,7 +147,11 @@ pub fn apply_rope(x: &Tensor, positions: &[usize], table: &RopeTable) -> Result<
         Device::Cpu => {
             let mut data = x.flatten_all()?.to_vec1::<f32>()?;
             cpu::rope::apply(&mut data, heads, positions, table)?;
-            Ok(Tensor::from_vec(data, (tokens, heads, head_dim), &Device::Cpu)?)
+            Ok(Tensor::from_vec(
+                data,
+                (tokens, heads, head_dim),
+                &Device::Cpu,
+            )?)
         }
         other => Err(Error::Unsupported(format!("{other:?}"))),
     }

@@ -32,7 +32,9 @@ impl AttentionMetadata {
         }
         let num_slots = spec.num_blocks * spec.block_size;
         if let Some(bad) = self.slot_mapping.iter().find(|&&s| s >= num_slots) {
-            return Err(Error::Shape(format!("slot {bad} outside a cache of {num_slots} slots")));
+            return Err(Error::Shape(format!(
+                "slot {bad} outside a cache of {num_slots} slots"
+            )));
         }
         let mut covered = 0;
         for (i, seq) in self.seqs.iter().enumerate() {
@@ -56,7 +58,11 @@ impl AttentionMetadata {
                     seq.context_len
                 )));
             }
-            if let Some(bad) = seq.block_table.iter().find(|&&b| b as usize >= spec.num_blocks) {
+            if let Some(bad) = seq
+                .block_table
+                .iter()
+                .find(|&&b| b as usize >= spec.num_blocks)
+            {
                 return Err(Error::Shape(format!(
                     "sequence {i}: block {bad} outside a cache of {} blocks",
                     spec.num_blocks

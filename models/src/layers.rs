@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
-use candle_core::{Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 
 use crate::loader::Weights;
 use crate::Result;
@@ -33,7 +33,11 @@ impl Linear {
 
     /// `x` is `[tokens, in]`; returns `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.weight {
+            // candle's dense GEMM picks kernels by row count; ours keeps each row's result batch-invariant.
+            QMatMul::Tensor(w) if w.dtype() == DType::F32 => ember_kernels::matmul_t(x, w)?,
+            weight => weight.forward(x)?,
+        };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,

@@ -1,3 +1,4 @@
+use super::dot;
 use crate::{AttentionMetadata, KvCacheSpec};
 use rayon::prelude::*;
 
@@ -106,21 +107,4 @@ pub fn attend(
 #[inline]
 fn slot_of(block_table: &[u32], block_size: usize, pos: usize) -> usize {
     block_table[pos / block_size] as usize * block_size + pos % block_size
-}
-
-/// Dot product with eight independent accumulators (lets the compiler vectorise; fixed order).
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut tail = 0f32;
-    for i in chunks * 8..a.len() {
-        tail += a[i] * b[i];
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
