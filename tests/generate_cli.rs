@@ -24,9 +24,19 @@ fn stderr(out: &Output) -> String {
 
 fn assert_clean_failure(out: &Output, expected: &str) {
     let err = stderr(out);
-    assert!(!out.status.success(), "expected failure, got success: {}", stdout(out));
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
-    assert!(err.contains(expected), "error should mention `{expected}`: {err}");
+    assert!(
+        !out.status.success(),
+        "expected failure, got success: {}",
+        stdout(out)
+    );
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
+    assert!(
+        err.contains(expected),
+        "error should mention `{expected}`: {err}"
+    );
 }
 
 #[test]
@@ -43,7 +53,11 @@ fn default_model_knows_the_capital_of_france() {
         "0",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("Paris"), "no Paris in: {}", stdout(&out));
+    assert!(
+        stdout(&out).contains("Paris"),
+        "no Paris in: {}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -71,7 +85,11 @@ fn qwen_coder_writes_a_function_that_passes_its_test() {
     let program = format!(
         "{prompt}{body}\n\nassert is_palindrome('Level')\nassert is_palindrome('never odd or even')\nassert not is_palindrome('abc')\nprint('ok')\n"
     );
-    let run = Command::new("python3").arg("-c").arg(&program).output().expect("run python3");
+    let run = Command::new("python3")
+        .arg("-c")
+        .arg(&program)
+        .output()
+        .expect("run python3");
     assert!(
         run.status.success() && String::from_utf8_lossy(&run.stdout).contains("ok"),
         "generated program failed:\n{program}\n{}",
@@ -83,12 +101,33 @@ fn qwen_coder_writes_a_function_that_passes_its_test() {
 fn chat_mode_and_sampling_flags_work_on_a_tiny_model() {
     let dir = tempfile::tempdir().unwrap();
     for format in [TinyFormat::HfDir, TinyFormat::Gguf(GgmlDType::Q8_0)] {
-        let path = write_tiny_model(&dir.path().join(format!("{format:?}")), Architecture::Llama, format, 1).unwrap();
+        let path = write_tiny_model(
+            &dir.path().join(format!("{format:?}")),
+            Architecture::Llama,
+            format,
+            1,
+        )
+        .unwrap();
         let path = path.to_str().unwrap();
         let args = |seed: &str| {
             ember(&[
-                "generate", "--model", path, "--prompt", "hello there", "--chat", "--max-tokens", "20",
-                "--temperature", "0.8", "--top-p", "0.9", "--top-k", "50", "--seed", seed, "--ignore-eos",
+                "generate",
+                "--model",
+                path,
+                "--prompt",
+                "hello there",
+                "--chat",
+                "--max-tokens",
+                "20",
+                "--temperature",
+                "0.8",
+                "--top-p",
+                "0.9",
+                "--top-k",
+                "50",
+                "--seed",
+                seed,
+                "--ignore-eos",
             ])
         };
         let (a, b, c) = (args("1"), args("1"), args("2"));
@@ -101,19 +140,37 @@ fn chat_mode_and_sampling_flags_work_on_a_tiny_model() {
 
 #[test]
 fn missing_model_file_is_a_clear_error() {
-    let out = ember(&["generate", "--model", "/nonexistent/model.gguf", "--prompt", "hi"]);
+    let out = ember(&[
+        "generate",
+        "--model",
+        "/nonexistent/model.gguf",
+        "--prompt",
+        "hi",
+    ]);
     assert_clean_failure(&out, "/nonexistent/model.gguf");
 }
 
 #[test]
 fn truncated_gguf_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write_tiny_model(dir.path(), Architecture::Qwen2, TinyFormat::Gguf(GgmlDType::F32), 1).unwrap();
+    let path = write_tiny_model(
+        dir.path(),
+        Architecture::Qwen2,
+        TinyFormat::Gguf(GgmlDType::F32),
+        1,
+    )
+    .unwrap();
     for keep in [0.5, 0.999, 0.01] {
         let bytes = std::fs::read(&path).unwrap();
         let cut = dir.path().join("cut.gguf");
         std::fs::write(&cut, &bytes[..(bytes.len() as f64 * keep) as usize]).unwrap();
-        let out = ember(&["generate", "--model", cut.to_str().unwrap(), "--prompt", "hi"]);
+        let out = ember(&[
+            "generate",
+            "--model",
+            cut.to_str().unwrap(),
+            "--prompt",
+            "hi",
+        ]);
         assert_clean_failure(&out, "cut.gguf");
     }
 }
@@ -123,9 +180,17 @@ fn unknown_architecture_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_model(dir.path(), Architecture::Llama, TinyFormat::HfDir, 1).unwrap();
     let config_path = Path::new(&path).join("config.json");
-    let config = std::fs::read_to_string(&config_path).unwrap().replace("\"llama", "\"gpt_neox");
+    let config = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("\"llama", "\"gpt_neox");
     std::fs::write(&config_path, config).unwrap();
-    let out = ember(&["generate", "--model", path.to_str().unwrap(), "--prompt", "hi"]);
+    let out = ember(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
     assert_clean_failure(&out, "unsupported architecture `gpt_neox");
 }
 

@@ -89,7 +89,9 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
         || spec.to_ascii_lowercase().ends_with(".gguf")
         || spec.contains(std::path::MAIN_SEPARATOR) && path.parent().is_some_and(|p| p.exists());
     if looks_like_path {
-        return Err(Error::NotFound(format!("no such file or directory: {spec}")));
+        return Err(Error::NotFound(format!(
+            "no such file or directory: {spec}"
+        )));
     }
     if registry::lookup(spec).is_some() {
         return Ok(ModelSource::Gguf(registry::fetch(spec)?));

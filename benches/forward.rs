@@ -1,0 +1,121 @@
+//! Forward-pass throughput of a registry model on this machine: load time, prefill tokens/s, decode
+//! tokens/s at several batch sizes, and peak RSS. Run: `cargo bench --bench forward -- [MODEL]`.
+
+use std::time::Instant;
+
+use candle_core::Device;
+use ember_models::batch::{ForwardBatch, LogitsWanted, SeqChunk};
+use ember_models::loader::{self, registry};
+
+const BLOCK: usize = 16;
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn main() {
+    let model_name = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_else(|| registry::DEFAULT_MODEL_ALIAS.to_string());
+    let path = registry::fetch(&model_name)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or(model_name.clone());
+    let file_mib = std::fs::metadata(&path).map_or(f64::NAN, |m| m.len() as f64 / 1048576.0);
+    let started = Instant::now();
+    let loaded = loader::load(&path, &Device::Cpu).expect("load model");
+    let load_s = started.elapsed().as_secs_f64();
+    let model = &loaded.model;
+    let vocab = loaded.config.vocab_size as u32;
+    println!(
+        "model {model_name}: file {file_mib:.0} MiB, load {load_s:.2} s, RSS after load {:.0} MiB",
+        peak_rss_mib()
+    );
+
+    // Prefill: one 256-token prompt in one step.
+    let prompt: Vec<u32> = (0..256u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    let blocks = 64;
+    let table: Vec<u32> = (0..blocks).collect();
+    let mut cache = model.new_kv_cache(blocks as usize, BLOCK).unwrap();
+    let run_prefill = |cache: &mut _| {
+        let chunk = SeqChunk {
+            tokens: &prompt,
+            num_computed: 0,
+            block_table: &table,
+            logits: LogitsWanted::Last,
+        };
+        model
+            .forward(&ForwardBatch::build(&[chunk], BLOCK).unwrap(), cache)
+            .unwrap();
+    };
+    run_prefill(&mut cache);
+    let t = Instant::now();
+    let reps = 3;
+    for _ in 0..reps {
+        run_prefill(&mut cache);
+    }
+    let prefill_tps = (reps * prompt.len()) as f64 / t.elapsed().as_secs_f64();
+    println!("prefill (256-token prompt): {prefill_tps:.1} tok/s");
+
+    // Decode at batch sizes 1, 8, 32: each sequence has a 128-token context, then 32 decode steps.
+    for batch in [1usize, 8, 32] {
+        let ctx: usize = 128;
+        let steps = 32;
+        let per_seq = (ctx + steps).div_ceil(BLOCK);
+        let mut cache = model.new_kv_cache(per_seq * batch, BLOCK).unwrap();
+        let tables: Vec<Vec<u32>> = (0..batch)
+            .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
+            .collect();
+        let prompts: Vec<Vec<u32>> = (0..batch)
+            .map(|s| {
+                (0..ctx as u32)
+                    .map(|i| (i * 31 + s as u32 * 101) % vocab)
+                    .collect()
+            })
+            .collect();
+        let chunks: Vec<SeqChunk> = (0..batch)
+            .map(|s| SeqChunk {
+                tokens: &prompts[s],
+                num_computed: 0,
+                block_table: &tables[s],
+                logits: LogitsWanted::Last,
+            })
+            .collect();
+        model
+            .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), &mut cache)
+            .unwrap();
+        let t = Instant::now();
+        for step in 0..steps {
+            let tokens: Vec<[u32; 1]> = (0..batch)
+                .map(|s| [(step as u32 * 7 + s as u32) % vocab])
+                .collect();
+            let chunks: Vec<SeqChunk> = (0..batch)
+                .map(|s| SeqChunk {
+                    tokens: &tokens[s],
+                    num_computed: ctx + step,
+                    block_table: &tables[s],
+                    logits: LogitsWanted::Last,
+                })
+                .collect();
+            model
+                .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), &mut cache)
+                .unwrap();
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "decode batch {batch:>2}: {:.1} tok/s ({:.1} ms/step)",
+            (batch * steps) as f64 / secs,
+            secs * 1000.0 / steps as f64
+        );
+    }
+    println!(
+        "peak RSS {:.0} MiB (GGUF file {file_mib:.0} MiB)",
+        peak_rss_mib()
+    );
+}
