@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
+use ember_engine::detokenizer::IncrementalDetokenizer;
 use ember_models::batch::{ForwardBatch, LogitsWanted, SeqChunk};
 use ember_models::chat_template::{ChatMessage, ChatTemplate};
 use ember_models::loader::{self, registry};
@@ -72,7 +73,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let block_table: Vec<u32> = (0..num_blocks as u32).collect();
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut computed = 0;
-    let mut printed = String::new();
+    let mut detokenizer = IncrementalDetokenizer::new(Vec::new(), false, true);
     let mut stdout = std::io::stdout().lock();
     for _ in 0..args.max_tokens {
         let chunk = SeqChunk {
@@ -93,19 +94,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             break;
         }
         ids.push(token);
-        // Print only complete characters: a token may end inside a multi-byte UTF-8 sequence.
-        let text = tokenizer.decode(&ids[prompt_len..], true)?;
-        if !text.ends_with('\u{FFFD}') && text.len() > printed.len() && text.starts_with(&printed) {
-            stdout.write_all(text[printed.len()..].as_bytes())?;
-            stdout.flush()?;
-            printed = text;
-        }
+        detokenizer.update(tokenizer, &ids[prompt_len..]);
+        stdout.write_all(detokenizer.take_delta(false).as_bytes())?;
+        stdout.flush()?;
     }
-    let text = tokenizer.decode(&ids[prompt_len..], true)?;
-    if let Some(rest) = text.strip_prefix(&printed) {
-        stdout.write_all(rest.as_bytes())?;
-    }
-    writeln!(stdout)?;
+    writeln!(stdout, "{}", detokenizer.take_delta(true))?;
     Ok(())
 }
 

@@ -51,7 +51,7 @@ pub fn paged_attention(
     }
     if num_kv_heads != spec.num_kv_heads
         || head_dim != spec.head_dim
-        || num_heads % num_kv_heads != 0
+        || !num_heads.is_multiple_of(num_kv_heads)
     {
         return Err(Error::Shape(format!(
             "attention with {num_heads} heads / {num_kv_heads} kv heads of dim {head_dim} does not fit a \
