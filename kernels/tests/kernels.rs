@@ -1,0 +1,272 @@
+//! CPU kernels against plain f64 references on random inputs.
+
+use candle_core::{Device, Tensor};
+use ember_kernels::{
+    apply_rope, matmul_t, paged_attention, AttentionMetadata, KvCacheSpec, LayerKvCache, RopeStyle,
+    RopeTable, SeqSpan,
+};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Contiguous causal GQA attention in f64 for one sequence: q `[n, h, d]`, k/v `[n, kvh, d]`, queries are
+/// the last `q_len` positions.
+fn reference_attention(
+    q: &[f32],
+    k: &[f64],
+    v: &[f64],
+    n: usize,
+    q_len: usize,
+    h: usize,
+    kvh: usize,
+    d: usize,
+) -> Vec<f64> {
+    let mut out = vec![0.0; q_len * h * d];
+    let scale = 1.0 / (d as f64).sqrt();
+    for qi in 0..q_len {
+        let pos = n - q_len + qi;
+        for head in 0..h {
+            let kv = head / (h / kvh);
+            let qv = &q[(qi * h + head) * d..][..d];
+            let scores: Vec<f64> = (0..=pos)
+                .map(|j| {
+                    (0..d)
+                        .map(|i| qv[i] as f64 * k[(j * kvh + kv) * d + i])
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+            for (j, s) in scores.iter().enumerate() {
+                let p = (s - max).exp() / sum;
+                for i in 0..d {
+                    out[(qi * h + head) * d + i] += p * v[(j * kvh + kv) * d + i];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn paged_attention_matches_contiguous_reference() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for (block_size, h, kvh, d) in [
+        (1, 4, 2, 16),
+        (16, 14, 2, 64),
+        (32, 9, 3, 64),
+        (16, 8, 8, 32),
+        (7, 6, 1, 24),
+    ] {
+        // Each sequence: (earlier context already cached, new tokens this step).
+        let seqs = [(0usize, 37usize), (50, 1), (13, 20), (0, 1), (64, 3)];
+        let blocks_needed: usize = seqs.iter().map(|(c, n)| (c + n).div_ceil(block_size)).sum();
+        let spec = KvCacheSpec {
+            num_blocks: blocks_needed + 5,
+            block_size,
+            num_kv_heads: kvh,
+            head_dim: d,
+        };
+        let mut cache = LayerKvCache::new(spec, &Device::Cpu).unwrap();
+        let mut ids: Vec<u32> = (0..spec.num_blocks as u32).collect();
+        ids.shuffle(&mut rng);
+        let mut meta = AttentionMetadata::default();
+        let mut full_k = Vec::new();
+        let mut full_v = Vec::new();
+        let (mut q_all, mut k_all, mut v_all) = (Vec::new(), Vec::new(), Vec::new());
+        let mut next_block = 0;
+        for &(past, new) in &seqs {
+            let total = past + new;
+            let table: Vec<u32> = ids[next_block..next_block + total.div_ceil(block_size)].to_vec();
+            next_block += table.len();
+            let k = random(&mut rng, total * kvh * d);
+            let v = random(&mut rng, total * kvh * d);
+            // Earlier context goes in through a previous step of its own.
+            if past > 0 {
+                let prior = AttentionMetadata {
+                    slot_mapping: (0..past)
+                        .map(|p| table[p / block_size] as usize * block_size + p % block_size)
+                        .collect(),
+                    seqs: vec![SeqSpan {
+                        query_start: 0,
+                        query_len: past,
+                        context_len: past,
+                        block_table: table.clone(),
+                    }],
+                };
+                let t = |x: &[f32], heads| {
+                    Tensor::from_vec(x.to_vec(), (past, heads, d), &Device::Cpu).unwrap()
+                };
+                let q = random(&mut rng, past * h * d);
+                paged_attention(
+                    &t(&q, h),
+                    &t(&k[..past * kvh * d], kvh),
+                    &t(&v[..past * kvh * d], kvh),
+                    &mut cache,
+                    &prior,
+                    1.0,
+                )
+                .unwrap();
+            }
+            meta.seqs.push(SeqSpan {
+                query_start: q_all.len() / (h * d),
+                query_len: new,
+                context_len: total,
+                block_table: table.clone(),
+            });
+            meta.slot_mapping.extend(
+                (past..total).map(|p| table[p / block_size] as usize * block_size + p % block_size),
+            );
+            q_all.extend(random(&mut rng, new * h * d));
+            k_all.extend_from_slice(&k[past * kvh * d..]);
+            v_all.extend_from_slice(&v[past * kvh * d..]);
+            full_k.push(k);
+            full_v.push(v);
+        }
+        let tokens = q_all.len() / (h * d);
+        let t = |x: &[f32], heads| {
+            Tensor::from_vec(x.to_vec(), (tokens, heads, d), &Device::Cpu).unwrap()
+        };
+        let scale = 1.0 / (d as f32).sqrt();
+        let out = paged_attention(
+            &t(&q_all, h),
+            &t(&k_all, kvh),
+            &t(&v_all, kvh),
+            &mut cache,
+            &meta,
+            scale,
+        )
+        .unwrap();
+        let out: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+        let mut worst = 0f64;
+        for (i, &(past, new)) in seqs.iter().enumerate() {
+            let span = &meta.seqs[i];
+            let q = &q_all[span.query_start * h * d..(span.query_start + new) * h * d];
+            let k: Vec<f64> = full_k[i].iter().map(|&x| x as f64).collect();
+            let v: Vec<f64> = full_v[i].iter().map(|&x| x as f64).collect();
+            let expected = reference_attention(q, &k, &v, past + new, new, h, kvh, d);
+            let got = &out[span.query_start * h * d..(span.query_start + new) * h * d];
+            for (g, e) in got.iter().zip(&expected) {
+                worst = worst.max((*g as f64 - e).abs());
+            }
+        }
+        assert!(
+            worst < 1e-5,
+            "block {block_size}, heads {h}/{kvh}, dim {d}: max error {worst:e}"
+        );
+    }
+}
+
+#[test]
+fn bad_metadata_is_an_error_not_a_panic() {
+    let spec = KvCacheSpec {
+        num_blocks: 2,
+        block_size: 4,
+        num_kv_heads: 1,
+        head_dim: 8,
+    };
+    let mut cache = LayerKvCache::new(spec, &Device::Cpu).unwrap();
+    let x = Tensor::zeros((3, 1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let span = |len, table: Vec<u32>| SeqSpan {
+        query_start: 0,
+        query_len: 3,
+        context_len: len,
+        block_table: table,
+    };
+    let cases = [
+        AttentionMetadata {
+            slot_mapping: vec![0, 1],
+            seqs: vec![span(3, vec![0])],
+        },
+        AttentionMetadata {
+            slot_mapping: vec![0, 1, 99],
+            seqs: vec![span(3, vec![0])],
+        },
+        AttentionMetadata {
+            slot_mapping: vec![0, 1, 2],
+            seqs: vec![span(9, vec![0, 1])],
+        },
+        AttentionMetadata {
+            slot_mapping: vec![0, 1, 2],
+            seqs: vec![span(3, vec![5])],
+        },
+    ];
+    for meta in cases {
+        assert!(
+            paged_attention(&x, &x, &x, &mut cache, &meta, 1.0).is_err(),
+            "{meta:?}"
+        );
+    }
+}
+
+#[test]
+fn matmul_matches_f64_reference_and_is_row_invariant() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for (m, k, n) in [(1, 64, 100), (7, 33, 65), (32, 128, 257), (3, 5, 1)] {
+        let x = random(&mut rng, m * k);
+        let w = random(&mut rng, n * k);
+        let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
+        let wt = Tensor::from_vec(w.clone(), (n, k), &Device::Cpu).unwrap();
+        let y: Vec<Vec<f32>> = matmul_t(&xt, &wt).unwrap().to_vec2().unwrap();
+        for r in 0..m {
+            for c in 0..n {
+                let e: f64 = (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                    .sum();
+                assert!(
+                    (y[r][c] as f64 - e).abs() < 1e-4,
+                    "({m},{k},{n}) at [{r},{c}]"
+                );
+            }
+            // The same row alone gives bit-identical results.
+            let alone = matmul_t(&xt.narrow(0, r, 1).unwrap(), &wt)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            assert!(alone[0]
+                .iter()
+                .zip(&y[r])
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
+}
+
+#[test]
+fn rope_styles_rotate_the_right_pairs() {
+    let d = 8;
+    let positions = [0usize, 1, 5, 1000];
+    let x: Vec<f32> = (0..positions.len() * d)
+        .map(|i| (i % 7) as f32 - 3.0)
+        .collect();
+    let t = Tensor::from_vec(x.clone(), (positions.len(), 1, d), &Device::Cpu).unwrap();
+    for style in [RopeStyle::Half, RopeStyle::Interleaved] {
+        let table = RopeTable::new(d, 10_000.0, style);
+        let y: Vec<f32> = apply_rope(&t, &positions, &table)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (ti, &pos) in positions.iter().enumerate() {
+            for i in 0..d / 2 {
+                let (a, b) = match style {
+                    RopeStyle::Half => (i, i + d / 2),
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                };
+                let angle = pos as f64 / 10_000f64.powf(2.0 * i as f64 / d as f64);
+                let (x0, x1) = (x[ti * d + a] as f64, x[ti * d + b] as f64);
+                let e0 = x0 * angle.cos() - x1 * angle.sin();
+                let e1 = x0 * angle.sin() + x1 * angle.cos();
+                assert!(
+                    (y[ti * d + a] as f64 - e0).abs() < 1e-5
+                        && (y[ti * d + b] as f64 - e1).abs() < 1e-5
+                );
+            }
+        }
+    }
+}
