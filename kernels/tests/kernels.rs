@@ -13,6 +13,7 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 /// Contiguous causal GQA attention in f64 for one sequence: q `[n, h, d]`, k/v `[n, kvh, d]`, queries are
 /// the last `q_len` positions.
 fn reference_attention(
