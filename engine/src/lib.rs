@@ -1,1 +1,18 @@
-//! placeholder
+//! ember's engine: requests, the paged KV block pool with automatic prefix caching, the vLLM-V1-style
+//! scheduler (a step is plain data: request → number of tokens to compute), and the sampler.
+
+pub mod block_pool;
+pub mod config;
+pub mod error;
+pub mod prefix_hash;
+pub mod request;
+pub mod sampler;
+pub mod scheduler;
+
+pub use block_pool::{BlockPool, ComputedBlocks, PrefixCacheStats};
+pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
+pub use error::{Error, Result, SchedulerError, ValidationError};
+pub use prefix_hash::BlockHash;
+pub use request::{FinishReason, Request, RequestId, RequestStatus, SamplingParams, StopCause};
+pub use sampler::{SampleOutput, SampleRow, TokenLogprobs};
+pub use scheduler::{ScheduledRequest, Scheduler, SchedulerOutput};
