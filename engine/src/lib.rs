@@ -1,3 +1,23 @@
-//! ember's engine: requests, block pool, scheduler, model runner, sampler, engine loop.
+//! ember's engine: requests, the paged KV block pool with automatic prefix caching, the vLLM-V1-style
+//! scheduler (a step is plain data: request → number of tokens to compute), the model runner, the
+//! sampler, incremental detokenization, and the engine loop.
 
+pub mod block_pool;
+pub mod config;
 pub mod detokenizer;
+pub mod engine;
+pub mod error;
+pub mod model_runner;
+pub mod prefix_hash;
+pub mod request;
+pub mod sampler;
+pub mod scheduler;
+
+pub use block_pool::{BlockPool, ComputedBlocks, PrefixCacheStats};
+pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
+pub use engine::{LlmEngine, RequestOutput};
+pub use error::{Error, Result, SchedulerError, ValidationError};
+pub use prefix_hash::BlockHash;
+pub use request::{FinishReason, Request, RequestId, RequestStatus, SamplingParams, StopCause};
+pub use sampler::{SampleOutput, SampleRow, TokenLogprobs};
+pub use scheduler::{ScheduledRequest, Scheduler, SchedulerOutput};
