@@ -308,6 +308,19 @@ impl Scheduler {
         self.num_preemptions
     }
 
+    /// KV slots in blocks that requests hold, and the slots their computed tokens fill: the difference is
+    /// the paged cache's waste (the unfilled tail of each request's last block).
+    pub fn kv_slot_usage(&self) -> (usize, usize) {
+        let allocated = (self.pool.num_blocks() - self.pool.num_free_blocks()) * self.block_size();
+        let used = self
+            .requests
+            .values()
+            .filter(|r| !r.block_ids.is_empty())
+            .map(|r| r.num_computed_tokens)
+            .sum();
+        (allocated, used)
+    }
+
     /// Fraction of KV blocks in use.
     pub fn kv_usage(&self) -> f64 {
         self.pool.usage()
