@@ -184,3 +184,37 @@ fn bad_shapes_are_errors_not_panics() {
     let x = Tensor::zeros((3, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(quant_matmul_t(&x, &w).is_err());
 }
+
+/// The dense f32 path (`matmul_t`, safetensors models) is held to the same rules: close to f64 in every
+/// kernel family, and a row's bits independent of the batch.
+#[test]
+fn f32_kernels_match_reference_and_are_batch_invariant() {
+    use ember_kernels::cpu::matmul::matmul_t_with;
+    let mut rng = StdRng::seed_from_u64(5);
+    for (n, k) in [(1, 1), (3, 7), (17, 8), (33, 24), (9, 100), (40, 576)] {
+        let w = random_matrix(&mut rng, n, k);
+        let m = 37;
+        let x = random_matrix(&mut rng, m, k);
+        for isa in Isa::available() {
+            let mut full = vec![0f32; m * n];
+            matmul_t_with(isa, &x, &w, m, k, n, &mut full);
+            for r in 0..m {
+                for c in 0..n {
+                    let (xr, wr) = (&x[r * k..(r + 1) * k], &w[c * k..(c + 1) * k]);
+                    let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let mag: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                    let got = full[r * n + c] as f64;
+                    assert!((got - exact).abs() <= 1e-6 * mag + 1e-7, "{isa:?} [{n}, {k}] ({r}, {c}): {got} vs {exact}");
+                }
+            }
+            for len in 1..=m {
+                let start = rng.random_range(0..=m - len);
+                let mut part = vec![0f32; len * n];
+                matmul_t_with(isa, &x[start * k..(start + len) * k], &w, len, k, n, &mut part);
+                for (a, b) in part.iter().zip(&full[start * n..]) {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{isa:?} [{n}, {k}]: batch of {len} at {start}");
+                }
+            }
+        }
+    }
+}

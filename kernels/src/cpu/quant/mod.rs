@@ -17,6 +17,8 @@ use rayon::prelude::*;
 use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock};
 pub use self::formats::{dequantize_block, QuantType};
 use super::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::hsum as hsum_avx2;
 use crate::{Error, Result};
 
 /// Activation rows computed together against each weight row.
