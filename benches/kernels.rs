@@ -1,7 +1,7 @@
 //! Quantized (and f32) matmul throughput: ember's kernels against candle's `QMatMul` on the same weights,
 //! for the layer shapes of the registry models, at 1 / 8 / 32 / 128 activation rows, plus this machine's
 //! memory read bandwidth (the roofline of one-row decode). Random weights quantized by candle.
-//! Run: `cargo bench --bench kernels` (`-- quick` for fewer cases).
+//! Run: `cargo bench --bench kernels` (`-- quick` for fewer cases, `-- Q4K` for one type).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -34,10 +34,14 @@ fn time(mut f: impl FnMut()) -> f64 {
 
 fn random(n: usize, seed: u64) -> Vec<f32> {
     // A fixed LCG: no RNG crate needed in the root package.
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -66,7 +70,13 @@ struct Case {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "quick");
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let quick = args.iter().any(|a| a == "quick");
+    // Other arguments keep only the cases whose type or model contains one of them (e.g. `Q4K`).
+    let filters: Vec<&String> = args.iter().filter(|a| *a != "quick").collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
         "kernels: {:?}, {threads} threads; memory read bandwidth {:.1} GB/s (1 thread) / {:.1} GB/s ({threads} threads)",
@@ -75,17 +85,83 @@ fn main() {
         read_bandwidth(threads)
     );
     let cases = [
-        Case { model: "smollm2-135m", layer: "attn_q/o", dtype: GgmlDType::Q4_1, n: 576, k: 576 },
-        Case { model: "smollm2-135m", layer: "ffn_gate/up", dtype: GgmlDType::Q4_1, n: 1536, k: 576 },
-        Case { model: "smollm2-135m", layer: "ffn_down", dtype: GgmlDType::Q4_1, n: 576, k: 1536 },
-        Case { model: "smollm2-135m", layer: "lm_head", dtype: GgmlDType::Q8_0, n: 49152, k: 576 },
-        Case { model: "qwen2.5-0.5b", layer: "attn_q/o", dtype: GgmlDType::Q5_0, n: 896, k: 896 },
-        Case { model: "qwen2.5-0.5b", layer: "ffn_gate/up", dtype: GgmlDType::Q5_0, n: 4864, k: 896 },
-        Case { model: "qwen2.5-0.5b", layer: "ffn_up", dtype: GgmlDType::Q8_0, n: 4864, k: 896 },
-        Case { model: "qwen2.5-0.5b", layer: "ffn_down", dtype: GgmlDType::Q4K, n: 896, k: 4864 },
-        Case { model: "qwen2.5-0.5b", layer: "ffn_down", dtype: GgmlDType::Q6K, n: 896, k: 4864 },
-        Case { model: "qwen2.5-0.5b", layer: "lm_head", dtype: GgmlDType::Q8_0, n: 151936, k: 896 },
-        Case { model: "qwen2.5-0.5b", layer: "ffn_up f32", dtype: GgmlDType::F32, n: 4864, k: 896 },
+        Case {
+            model: "smollm2-135m",
+            layer: "attn_q/o",
+            dtype: GgmlDType::Q4_1,
+            n: 576,
+            k: 576,
+        },
+        Case {
+            model: "smollm2-135m",
+            layer: "ffn_gate/up",
+            dtype: GgmlDType::Q4_1,
+            n: 1536,
+            k: 576,
+        },
+        Case {
+            model: "smollm2-135m",
+            layer: "ffn_down",
+            dtype: GgmlDType::Q4_1,
+            n: 576,
+            k: 1536,
+        },
+        Case {
+            model: "smollm2-135m",
+            layer: "lm_head",
+            dtype: GgmlDType::Q8_0,
+            n: 49152,
+            k: 576,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "attn_q/o",
+            dtype: GgmlDType::Q5_0,
+            n: 896,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_gate/up",
+            dtype: GgmlDType::Q5_0,
+            n: 4864,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_up",
+            dtype: GgmlDType::Q8_0,
+            n: 4864,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_down",
+            dtype: GgmlDType::Q4K,
+            n: 896,
+            k: 4864,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_down",
+            dtype: GgmlDType::Q6K,
+            n: 896,
+            k: 4864,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "lm_head",
+            dtype: GgmlDType::Q8_0,
+            n: 151936,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_up f32",
+            dtype: GgmlDType::F32,
+            n: 4864,
+            k: 896,
+        },
     ];
     let rows: &[usize] = if quick { &[1, 32] } else { &[1, 8, 32, 128] };
     println!(
@@ -93,7 +169,13 @@ fn main() {
         "model", "layer", "type", "[n, k]", "rows", "candle ms", "ember ms", "ratio", "ember GB/s"
     );
     for (i, c) in cases.iter().enumerate() {
-        if quick && c.model == "qwen2.5-0.5b" && c.layer == "lm_head" {
+        let dtype = format!("{:?}", c.dtype);
+        if (quick && c.model == "qwen2.5-0.5b" && c.layer == "lm_head")
+            || (!filters.is_empty()
+                && !filters
+                    .iter()
+                    .any(|f| dtype.contains(f.as_str()) || c.model.contains(f.as_str())))
+        {
             continue;
         }
         let w = Tensor::from_vec(random(c.n * c.k, i as u64), (c.n, c.k), &Device::Cpu).unwrap();
@@ -102,7 +184,8 @@ fn main() {
         let weight_bytes = ours.as_ref().map_or(c.n * c.k * 4, |m| m.data().len());
         let candle = QMatMul::from_qtensor(q).unwrap();
         for &m in rows {
-            let x = Tensor::from_vec(random(m * c.k, 100 + m as u64), (m, c.k), &Device::Cpu).unwrap();
+            let x =
+                Tensor::from_vec(random(m * c.k, 100 + m as u64), (m, c.k), &Device::Cpu).unwrap();
             let t_candle = time(|| {
                 black_box(candle.forward(&x).unwrap());
             });
@@ -118,7 +201,7 @@ fn main() {
                 "{:<13} {:<12} {:<5} {:>13} {:>5} {:>11.3} {:>11.3} {:>6.2}x {:>10.1}",
                 c.model,
                 c.layer,
-                format!("{:?}", c.dtype),
+                dtype,
                 format!("[{}, {}]", c.n, c.k),
                 m,
                 t_candle * 1e3,

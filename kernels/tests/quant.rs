@@ -30,7 +30,12 @@ fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<f32> {
     v
 }
 
-fn quantized(rng: &mut StdRng, dtype: GgmlDType, rows: usize, cols: usize) -> (QTensor, QuantMatrix) {
+fn quantized(
+    rng: &mut StdRng,
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+) -> (QTensor, QuantMatrix) {
     let w = Tensor::from_vec(random_matrix(rng, rows, cols), (rows, cols), &Device::Cpu).unwrap();
     let q = QTensor::quantize(&w, dtype).unwrap();
     let m = QuantMatrix::from_qtensor(&q).unwrap().expect("native type");
@@ -62,7 +67,13 @@ fn reference_dequantizer_matches_candle() {
             let (q, m) = quantized(&mut rng, dtype, n, k);
             assert_eq!(m.quant_type(), ty);
             let ours = dequantized(&m);
-            let theirs = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let theirs = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
@@ -75,7 +86,15 @@ fn reference_dequantizer_matches_candle() {
 
 /// `|result - Σ w x|` may be at most what 8-bit activation rounding (half a step of each block's scale,
 /// times the weights it meets) plus f32 accumulation can add.
-fn check_against_reference(ty: QuantType, isa: Isa, w: &[f32], x: &[f32], got: &[f32], n: usize, k: usize) {
+fn check_against_reference(
+    ty: QuantType,
+    isa: Isa,
+    w: &[f32],
+    x: &[f32],
+    got: &[f32],
+    n: usize,
+    k: usize,
+) {
     let act_block = ty.block_elems();
     let m = x.len() / k;
     for r in 0..m {
@@ -87,8 +106,16 @@ fn check_against_reference(ty: QuantType, isa: Isa, w: &[f32], x: &[f32], got: &
         for c in 0..n {
             let wr = &w[c * k..(c + 1) * k];
             let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
-            let magnitude: f64 = wr.iter().zip(xr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
-            let rounding: f64 = wr.iter().enumerate().map(|(i, &a)| a.abs() as f64 * steps[i / act_block] / 2.0).sum();
+            let magnitude: f64 = wr
+                .iter()
+                .zip(xr)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            let rounding: f64 = wr
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| a.abs() as f64 * steps[i / act_block] / 2.0)
+                .sum();
             let tol = rounding * 1.001 + 1e-5 * magnitude + 1e-6;
             let g = got[r * n + c] as f64;
             assert!(
@@ -118,7 +145,10 @@ fn every_kernel_family_matches_the_f64_reference() {
                     // Same quantized activations, so only the f32 summation order differs.
                     for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
                         let tol = 2e-5 * (a.abs() + b.abs()) + 1e-5;
-                        assert!((a - b).abs() <= tol, "{ty:?} {isa:?} vs scalar at {i}: {a} vs {b}");
+                        assert!(
+                            (a - b).abs() <= tol,
+                            "{ty:?} {isa:?} vs scalar at {i}: {a} vs {b}"
+                        );
                     }
                 }
             }
@@ -142,7 +172,8 @@ fn rows_are_bit_identical_alone_or_in_any_batch() {
             for len in 1..=m {
                 let start = rng.random_range(0..=m - len);
                 let mut part = vec![0f32; len * n];
-                wq.matmul_with(isa, &x[start * k..(start + len) * k], len, &mut part).unwrap();
+                wq.matmul_with(isa, &x[start * k..(start + len) * k], len, &mut part)
+                    .unwrap();
                 for (i, (a, b)) in part.iter().zip(&full[start * n..]).enumerate() {
                     assert_eq!(
                         a.to_bits(),
@@ -160,16 +191,28 @@ fn rows_are_bit_identical_alone_or_in_any_batch() {
 fn tensor_api_agrees_with_candle_qmatmul() {
     let mut rng = StdRng::seed_from_u64(4);
     for (dtype, ty) in TYPES {
-        let (n, k) = if ty.block_elems() == 256 { (48, 768) } else { (48, 576) };
+        let (n, k) = if ty.block_elems() == 256 {
+            (48, 768)
+        } else {
+            (48, 576)
+        };
         let (q, wq) = quantized(&mut rng, dtype, n, k);
         let x = Tensor::from_vec(random_matrix(&mut rng, 6, k), (6, k), &Device::Cpu).unwrap();
-        let ours = quant_matmul_t(&x, &wq).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ours = quant_matmul_t(&x, &wq)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
         let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
         let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let scale = theirs.iter().fold(0f32, |a, v| a.max(v.abs()));
         for (a, b) in ours.iter().zip(&theirs) {
             // Both quantize activations to 8 bits, with different rounding: agree to ~1% of the output scale.
-            assert!((a - b).abs() <= 0.02 * scale, "{ty:?}: ours {a} candle {b} (scale {scale})");
+            assert!(
+                (a - b).abs() <= 0.02 * scale,
+                "{ty:?}: ours {a} candle {b} (scale {scale})"
+            );
         }
     }
 }
@@ -202,17 +245,36 @@ fn f32_kernels_match_reference_and_are_batch_invariant() {
                 for c in 0..n {
                     let (xr, wr) = (&x[r * k..(r + 1) * k], &w[c * k..(c + 1) * k]);
                     let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                    let mag: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                    let mag: f64 = xr
+                        .iter()
+                        .zip(wr)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum();
                     let got = full[r * n + c] as f64;
-                    assert!((got - exact).abs() <= 1e-6 * mag + 1e-7, "{isa:?} [{n}, {k}] ({r}, {c}): {got} vs {exact}");
+                    assert!(
+                        (got - exact).abs() <= 1e-6 * mag + 1e-7,
+                        "{isa:?} [{n}, {k}] ({r}, {c}): {got} vs {exact}"
+                    );
                 }
             }
             for len in 1..=m {
                 let start = rng.random_range(0..=m - len);
                 let mut part = vec![0f32; len * n];
-                matmul_t_with(isa, &x[start * k..(start + len) * k], &w, len, k, n, &mut part);
+                matmul_t_with(
+                    isa,
+                    &x[start * k..(start + len) * k],
+                    &w,
+                    len,
+                    k,
+                    n,
+                    &mut part,
+                );
                 for (a, b) in part.iter().zip(&full[start * n..]) {
-                    assert_eq!(a.to_bits(), b.to_bits(), "{isa:?} [{n}, {k}]: batch of {len} at {start}");
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{isa:?} [{n}, {k}]: batch of {len} at {start}"
+                    );
                 }
             }
         }

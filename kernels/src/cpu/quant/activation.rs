@@ -88,13 +88,18 @@ pub fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, k: usize) -> Vec<A> {
     let per_row = k / A::ELEMS;
     let mut out = vec![A::ZERO; m * per_row];
     let fill = |(row, dst): (usize, &mut [A])| {
-        for (b, chunk) in dst.iter_mut().zip(x[row * k..(row + 1) * k].chunks_exact(A::ELEMS)) {
+        for (b, chunk) in dst
+            .iter_mut()
+            .zip(x[row * k..(row + 1) * k].chunks_exact(A::ELEMS))
+        {
             *b = A::quantize(chunk);
         }
     };
     if m >= 8 {
         use rayon::prelude::*;
-        out.par_chunks_mut(per_row.max(1)).enumerate().for_each(fill);
+        out.par_chunks_mut(per_row.max(1))
+            .enumerate()
+            .for_each(fill);
     } else {
         out.chunks_mut(per_row.max(1)).enumerate().for_each(fill);
     }

@@ -138,14 +138,14 @@ unsafe fn q4k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
     }
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut acc_min = [0f32; R];
+    let mut acc_min = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * 144);
         let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
         let scale_bytes = std::slice::from_raw_parts(b.add(4), 12);
         let mut wv = [_mm256_setzero_si256(); 8];
         let mut scv = [_mm256_setzero_si256(); 8];
-        let mut mins = [0i32; 8];
+        let mut mins = [0i16; 16];
         for c in 0..4 {
             let q = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
             wv[2 * c] = _mm256_and_si256(q, m4);
@@ -154,8 +154,11 @@ unsafe fn q4k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
         for j in 0..8 {
             let (sc, m) = q4k_scale_min(j, scale_bytes);
             scv[j] = _mm256_set1_epi16(sc as i16);
-            mins[j] = m as i32;
+            mins[2 * j] = m as i16;
+            mins[2 * j + 1] = m as i16;
         }
+        // Each min meets the two 16-sums of its 32 activations: lane j of madd(mins, bsums).
+        let minv = _mm256_loadu_si256(mins.as_ptr() as *const __m256i);
         for r in 0..R {
             let a = acts[r].get_unchecked(blk);
             let mut sumi = _mm256_setzero_si256();
@@ -164,16 +167,18 @@ unsafe fn q4k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
             }
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), acc[r]);
-            let mut msum = 0i32;
-            for j in 0..8 {
-                msum += mins[j] * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
-            }
-            acc_min[r] -= dmin * a.d * msum as f32;
+            let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+            let msum = _mm256_madd_epi16(minv, bsums);
+            acc_min[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dmin * a.d),
+                _mm256_cvtepi32_ps(msum),
+                acc_min[r],
+            );
         }
     }
     let mut out = [0f32; R];
     for r in 0..R {
-        out[r] = hsum(acc[r]) + acc_min[r];
+        out[r] = hsum(acc[r]) - hsum(acc_min[r]);
     }
     out
 }
@@ -214,6 +219,7 @@ unsafe fn q6k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
                 q6k_high::<6>(qh),
             );
         }
+        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
         let mut scv = [_mm256_setzero_si256(); 8];
         for j in 0..8 {
             scv[j] = _mm256_set_m128i(
@@ -228,12 +234,10 @@ unsafe fn q6k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
                 let p = _mm256_maddubs_epi16(wv[j], load(a.qs.as_ptr().add(32 * j)));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
             }
-            // The stored quants are q + 32: subtract 32 * Σ scale * Σ activations, exactly, in lane 0.
-            let mut offset = 0i32;
-            for s in 0..16 {
-                offset += sc[s] as i32 * a.bsums[s] as i32;
-            }
-            sumi = _mm256_sub_epi32(sumi, _mm256_setr_epi32(32 * offset, 0, 0, 0, 0, 0, 0, 0));
+            // The stored quants are q + 32: subtract 32 * Σ scale * (16-sum of activations), exactly.
+            let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+            let offset = _mm256_madd_epi16(sc16, bsums);
+            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), acc[r]);
         }
     }
@@ -249,7 +253,11 @@ unsafe fn q6k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_small<const R: usize>(ty: QuantType, w: &[u8], acts: [&[Q8Block]; R]) -> [f32; R] {
+pub unsafe fn dot_small<const R: usize>(
+    ty: QuantType,
+    w: &[u8],
+    acts: [&[Q8Block]; R],
+) -> [f32; R] {
     match ty {
         QuantType::Q4_0 => small::<R, Q4_0>(w, acts),
         QuantType::Q4_1 => small::<R, Q4_1>(w, acts),

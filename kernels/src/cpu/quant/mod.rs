@@ -17,9 +17,9 @@ use rayon::prelude::*;
 use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock};
 pub use self::formats::{dequantize_block, QuantType};
 use super::isa::Isa;
+use crate::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::hsum as hsum_avx2;
-use crate::{Error, Result};
 
 /// Activation rows computed together against each weight row.
 pub const ROW_TILE: usize = 4;
@@ -134,7 +134,7 @@ impl QuantMatrix {
         acts: &[A],
         m: usize,
         out: &mut [f32],
-        tile: fn(Isa, QuantType, &[u8], &[&[A]], &mut [f32]),
+        tile: TileFn<A>,
     ) {
         let n = self.rows;
         let row_bytes = self.row_bytes();
@@ -165,6 +165,9 @@ impl QuantMatrix {
         });
     }
 }
+
+/// A kernel over one weight row and a tile of activation rows, writing one value per row.
+type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], &mut [f32]);
 
 struct SyncPtr(*mut f32);
 // SAFETY: only used to write disjoint elements from parallel tasks.

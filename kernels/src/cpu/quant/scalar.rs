@@ -34,7 +34,11 @@ pub fn dot_k(ty: QuantType, w: &[u8], acts: &[Q8KBlock]) -> f32 {
                     let chunk = &qs[(j / 2) * 32..][..32];
                     let sub: i32 = (0..32)
                         .map(|i| {
-                            let q = if j % 2 == 0 { chunk[i] & 0xF } else { chunk[i] >> 4 };
+                            let q = if j % 2 == 0 {
+                                chunk[i] & 0xF
+                            } else {
+                                chunk[i] >> 4
+                            };
                             q as i32 * a.qs[j * 32 + i] as i32
                         })
                         .sum();
