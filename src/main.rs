@@ -1,5 +1,6 @@
 //! `ember`: an embedded LLM serving engine with a built-in evaluator.
 
+mod bench;
 mod generate;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
+    /// Benchmark serving like vLLM's benchmark_serving: in-process, or a server with --base-url.
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +35,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Bench(args) => bench::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
