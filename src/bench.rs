@@ -215,7 +215,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
                 engine: EngineConfig {
                     scheduler,
                     cache,
-                    ..EngineConfig::default()
+                    // The benchmark's own load limits apply; the engine queues everything.
+                    max_waiting: 0,
                 },
             }
         }

@@ -3,6 +3,7 @@
 //! outputs, latency at the last output.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use ember_engine::{EngineHandle, Error, Request, SamplingParams};
@@ -14,6 +15,9 @@ use super::server_stats::ServerSample;
 pub struct InProcessTarget {
     handle: EngineHandle,
     next_id: AtomicU64,
+    /// Peak gauges (KV usage, running, waiting) seen at each output since the last reading: a short
+    /// run on a fast model would slip between timed samples.
+    peaks: Mutex<[f64; 3]>,
 }
 
 impl InProcessTarget {
@@ -21,6 +25,7 @@ impl InProcessTarget {
         InProcessTarget {
             handle,
             next_id: AtomicU64::new(0),
+            peaks: Mutex::new([0.0; 3]),
         }
     }
 
@@ -69,6 +74,7 @@ impl InProcessTarget {
                 Err(e) => return fail(&e),
             };
             let now = Instant::now();
+            self.observe_gauges();
             if !output.new_token_ids.is_empty() {
                 match first_token {
                     None => {
@@ -108,17 +114,27 @@ impl InProcessTarget {
         out
     }
 
+    fn observe_gauges(&self) {
+        let m = self.handle.metrics();
+        let mut p = self.peaks.lock().expect("peaks");
+        p[0] = p[0].max(m.kv_usage);
+        p[1] = p[1].max(m.num_running as f64);
+        p[2] = p[2].max(m.num_waiting as f64);
+    }
+
+    /// Counters now; gauges at their peak since the previous reading.
     pub fn sample_server(&self) -> ServerSample {
         let m = self.handle.metrics();
+        let peaks = std::mem::take(&mut *self.peaks.lock().expect("peaks"));
         ServerSample {
             preemptions: m.num_preemptions_total as f64,
             prefix_cache_queries: m.prefix_cache_queries_total as f64,
             prefix_cache_hits: m.prefix_cache_hits_total as f64,
             queue_time_sum_s: m.request_queue_time.sum,
             queue_time_count: m.request_queue_time.count as f64,
-            kv_usage: m.kv_usage,
-            running: m.num_running as f64,
-            waiting: m.num_waiting as f64,
+            kv_usage: m.kv_usage.max(peaks[0]),
+            running: (m.num_running as f64).max(peaks[1]),
+            waiting: (m.num_waiting as f64).max(peaks[2]),
         }
     }
 }
