@@ -58,13 +58,19 @@ fn rate<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error>
 }
 
 impl Scenario {
-    fn new(name: &str, max_concurrency: usize, input_len: usize, output_len: usize) -> Scenario {
+    fn new(
+        name: &str,
+        max_concurrency: usize,
+        input_len: usize,
+        output_len: usize,
+        num_prompts: usize,
+    ) -> Scenario {
         Scenario {
             name: name.into(),
             max_concurrency,
             input_len,
             output_len,
-            num_prompts: None,
+            num_prompts: Some(num_prompts),
             request_rate: None,
             range_ratio: 0.0,
             prefix_len: 0,
@@ -95,13 +101,13 @@ impl Scenario {
     }
 }
 
-/// Seed 003's scenarios.
+/// Seed 003's scenarios (concurrency, input/output lengths); prompt counts are ours.
 pub fn builtin() -> Vec<Scenario> {
     vec![
-        Scenario::new("basic_performance", 1, 1024, 128),
-        Scenario::new("concurrency_test", 10, 512, 256),
-        Scenario::new("long_context", 2, 4096, 512),
-        Scenario::new("stress_test", 20, 2048, 1024),
+        Scenario::new("basic_performance", 1, 1024, 128, 32),
+        Scenario::new("concurrency_test", 10, 512, 256, 50),
+        Scenario::new("long_context", 2, 4096, 512, 16),
+        Scenario::new("stress_test", 20, 2048, 1024, 100),
     ]
 }
 
