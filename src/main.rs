@@ -2,6 +2,7 @@
 
 mod bench;
 mod generate;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -20,21 +21,29 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
+    /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
+    Serve(serve::ServeArgs),
     /// Benchmark serving like vLLM's benchmark_serving: in-process, or a server with --base-url.
     Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A server's log is its request and statistics lines, so `serve` logs at info by default.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EMBER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Bench(args) => bench::run(*args),
     };
     match result {
