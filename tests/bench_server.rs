@@ -152,8 +152,10 @@ fn http_and_in_process_runs_agree() {
     for r in [&local, &http, &chat] {
         assert_eq!(r["completed"], 6, "{r}");
         assert_eq!(r["failed"], 0);
-        assert_eq!(r["total_output_tokens"], 30);
     }
+    // ignore_eos: every request gets exactly its asked length (5 ± 50 %), by either road.
+    assert_eq!(chat["output_lens"], local["output_lens"]);
+    assert_ne!(local["total_output_tokens"], 0);
     for key in [
         "input_lens",
         "output_lens",
