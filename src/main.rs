@@ -1,5 +1,6 @@
 //! `ember`: an embedded LLM serving engine with a built-in evaluator.
 
+mod bench;
 mod generate;
 mod serve;
 
@@ -22,6 +23,8 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
     Serve(serve::ServeArgs),
+    /// Benchmark serving like vLLM's benchmark_serving: in-process, or a server with --base-url.
+    Bench(Box<bench::BenchArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,6 +44,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

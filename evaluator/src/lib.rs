@@ -1,1 +1,3 @@
 //! ember's evaluator (built in its own issue).
+
+pub mod bench;
