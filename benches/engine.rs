@@ -52,7 +52,7 @@ fn main() {
             enable_prefix_caching: false,
         };
         let mut engine = LlmEngine::new(model.clone(), scheduler, cache).unwrap();
-        let reqs = prompts
+        let reqs: Vec<Request> = prompts
             .iter()
             .enumerate()
             .map(|(i, p)| {

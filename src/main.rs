@@ -21,7 +21,7 @@ enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
     /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
