@@ -5,10 +5,14 @@
 pub mod cpu;
 mod kv_cache;
 mod metadata;
+mod quant_matmul;
 mod rope;
 
+pub use cpu::isa::Isa;
+pub use cpu::quant::{QuantMatrix, QuantType};
 pub use kv_cache::{KvCacheSpec, LayerKvCache, PagedKvCache};
 pub use metadata::{AttentionMetadata, SeqSpan};
+pub use quant_matmul::{quant_embedding, quant_matmul_t, quant_type_of};
 pub use rope::{RopeStyle, RopeTable};
 
 use candle_core::{Device, Tensor};

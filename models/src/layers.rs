@@ -5,14 +5,39 @@ use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
+use ember_kernels::QuantMatrix;
 
 use crate::loader::Weights;
 use crate::Result;
 
+/// A matmul weight and the kernel that runs it.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// GGUF blocks of a type with native kernels: ember's quantized matmul.
+    Quant(Arc<QuantMatrix>),
+    /// Dense f32: ember's batch-invariant f32 matmul.
+    F32(Tensor),
+    /// Anything else (other GGUF types, non-CPU devices): candle's `QMatMul`.
+    Candle(QMatMul),
+}
+
+impl Weight {
+    fn new(weight: QMatMul) -> Result<Self> {
+        Ok(match weight {
+            QMatMul::QTensor(t) => match QuantMatrix::from_qtensor(&t)? {
+                Some(m) => Weight::Quant(Arc::new(m)),
+                None => Weight::Candle(QMatMul::QTensor(t)),
+            },
+            QMatMul::Tensor(w) if w.dtype() == DType::F32 => Weight::F32(w),
+            other => Weight::Candle(other),
+        })
+    }
+}
+
 /// `y = x Wᵀ (+ b)`; `W` stays in its stored form (GGUF blocks stay quantized, dense weights are f32).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
@@ -24,19 +49,23 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Self::from_parts(weight, bias)
     }
 
-    pub fn from_parts(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+    pub fn from_parts(weight: QMatMul, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            weight: Weight::new(weight)?,
+            bias,
+        })
     }
 
     /// `x` is `[tokens, in]`; returns `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        // candle's kernels pick blockings by row count; ours keep each row's result batch-invariant.
         let y = match &self.weight {
-            // candle's dense GEMM picks kernels by row count; ours keeps each row's result batch-invariant.
-            QMatMul::Tensor(w) if w.dtype() == DType::F32 => ember_kernels::matmul_t(x, w)?,
-            weight => weight.forward(x)?,
+            Weight::Quant(w) => ember_kernels::quant_matmul_t(x, w)?,
+            Weight::F32(w) => ember_kernels::matmul_t(x, w)?,
+            Weight::Candle(weight) => weight.forward(x)?,
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -96,21 +125,34 @@ impl Mlp {
 /// Token embedding table; a quantized table is dequantized row by row on lookup, never whole.
 #[derive(Debug, Clone)]
 pub struct Embedding {
-    table: QMatMul,
+    table: Weight,
 }
 
 impl Embedding {
-    pub fn new(table: QMatMul) -> Self {
-        Self { table }
+    pub fn new(table: QMatMul) -> Result<Self> {
+        Ok(Self {
+            table: Weight::new(table)?,
+        })
     }
 
-    /// The same table as an output projection (tied embeddings).
+    /// The same table as an output projection (tied embeddings); shares the table's memory.
     pub fn as_linear(&self) -> Linear {
-        Linear::from_parts(self.table.clone(), None)
+        Linear {
+            weight: self.table.clone(),
+            bias: None,
+        }
     }
 
+    /// `ids` is `[tokens]`; returns `[tokens, hidden]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(self.table.embedding(ids)?)
+        Ok(match &self.table {
+            Weight::Quant(table) => {
+                let rows = ember_kernels::quant_embedding(table, &ids.to_vec1::<u32>()?)?;
+                rows.to_device(ids.device())?
+            }
+            Weight::F32(table) => QMatMul::Tensor(table.clone()).embedding(ids)?,
+            Weight::Candle(table) => table.embedding(ids)?,
+        })
     }
 }
 

@@ -137,7 +137,7 @@ pub struct DecoderModel {
 
 impl DecoderModel {
     pub fn new(config: &ModelConfig, weights: &dyn Weights) -> Result<Self> {
-        let embed_tokens = Embedding::new(weights.matmul("model.embed_tokens.weight")?);
+        let embed_tokens = Embedding::new(weights.matmul("model.embed_tokens.weight")?)?;
         let lm_head = if config.tie_word_embeddings || !weights.contains("lm_head.weight") {
             embed_tokens.as_linear()
         } else {

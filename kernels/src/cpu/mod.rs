@@ -1,8 +1,10 @@
 //! CPU implementations over plain f32 slices.
 
 pub mod cache_write;
+pub mod isa;
 pub mod matmul;
 pub mod paged_attention;
+pub mod quant;
 pub mod rope;
 
 /// Dot product with eight independent accumulators (lets the compiler vectorise) in a fixed order, so

@@ -1,0 +1,214 @@
+//! Quantized (and f32) matmul throughput: ember's kernels against candle's `QMatMul` on the same weights,
+//! for the layer shapes of the registry models, at 1 / 8 / 32 / 128 activation rows, plus this machine's
+//! memory read bandwidth (the roofline of one-row decode). Random weights quantized by candle.
+//! Run: `cargo bench --bench kernels` (`-- quick` for fewer cases, `-- Q4K` for one type).
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use ember_kernels::{matmul_t, quant_matmul_t, Isa, QuantMatrix};
+
+/// Seconds per call: the median of a few timed runs after one warm-up, each run at least ~40 ms.
+fn time(mut f: impl FnMut()) -> f64 {
+    f();
+    let once = {
+        let t = Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let reps = ((0.04 / once.max(1e-9)) as usize).clamp(1, 2000);
+    let mut runs: Vec<f64> = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t.elapsed().as_secs_f64() / reps as f64
+        })
+        .collect();
+    runs.sort_by(f64::total_cmp);
+    runs[1]
+}
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    // A fixed LCG: no RNG crate needed in the root package.
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Read bandwidth in GB/s of summing a 256 MiB buffer, on `threads` threads.
+fn read_bandwidth(threads: usize) -> f64 {
+    let buf = vec![1u64; 32 << 20];
+    let chunk = buf.len() / threads;
+    let secs = time(|| {
+        std::thread::scope(|s| {
+            for part in buf.chunks(chunk) {
+                s.spawn(move || black_box(part.iter().fold(0u64, |a, &v| a.wrapping_add(v))));
+            }
+        });
+    });
+    (buf.len() * 8) as f64 / secs / 1e9
+}
+
+struct Case {
+    model: &'static str,
+    layer: &'static str,
+    dtype: GgmlDType,
+    n: usize,
+    k: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let quick = args.iter().any(|a| a == "quick");
+    // Other arguments keep only the cases whose type or model contains one of them (e.g. `Q4K`).
+    let filters: Vec<&String> = args.iter().filter(|a| *a != "quick").collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "kernels: {:?}, {threads} threads; memory read bandwidth {:.1} GB/s (1 thread) / {:.1} GB/s ({threads} threads)",
+        Isa::detect(),
+        read_bandwidth(1),
+        read_bandwidth(threads)
+    );
+    let cases = [
+        Case {
+            model: "smollm2-135m",
+            layer: "attn_q/o",
+            dtype: GgmlDType::Q4_1,
+            n: 576,
+            k: 576,
+        },
+        Case {
+            model: "smollm2-135m",
+            layer: "ffn_gate/up",
+            dtype: GgmlDType::Q4_1,
+            n: 1536,
+            k: 576,
+        },
+        Case {
+            model: "smollm2-135m",
+            layer: "ffn_down",
+            dtype: GgmlDType::Q4_1,
+            n: 576,
+            k: 1536,
+        },
+        Case {
+            model: "smollm2-135m",
+            layer: "lm_head",
+            dtype: GgmlDType::Q8_0,
+            n: 49152,
+            k: 576,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "attn_q/o",
+            dtype: GgmlDType::Q5_0,
+            n: 896,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_gate/up",
+            dtype: GgmlDType::Q5_0,
+            n: 4864,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_up",
+            dtype: GgmlDType::Q8_0,
+            n: 4864,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_down",
+            dtype: GgmlDType::Q4K,
+            n: 896,
+            k: 4864,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_down",
+            dtype: GgmlDType::Q6K,
+            n: 896,
+            k: 4864,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "lm_head",
+            dtype: GgmlDType::Q8_0,
+            n: 151936,
+            k: 896,
+        },
+        Case {
+            model: "qwen2.5-0.5b",
+            layer: "ffn_up f32",
+            dtype: GgmlDType::F32,
+            n: 4864,
+            k: 896,
+        },
+    ];
+    let rows: &[usize] = if quick { &[1, 32] } else { &[1, 8, 32, 128] };
+    println!(
+        "{:<13} {:<12} {:<5} {:>13} {:>5} {:>11} {:>11} {:>7} {:>10}",
+        "model", "layer", "type", "[n, k]", "rows", "candle ms", "ember ms", "ratio", "ember GB/s"
+    );
+    for (i, c) in cases.iter().enumerate() {
+        let dtype = format!("{:?}", c.dtype);
+        if (quick && c.model == "qwen2.5-0.5b" && c.layer == "lm_head")
+            || (!filters.is_empty()
+                && !filters
+                    .iter()
+                    .any(|f| dtype.contains(f.as_str()) || c.model.contains(f.as_str())))
+        {
+            continue;
+        }
+        let w = Tensor::from_vec(random(c.n * c.k, i as u64), (c.n, c.k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, c.dtype).unwrap();
+        let ours = QuantMatrix::from_qtensor(&q).unwrap();
+        let weight_bytes = ours.as_ref().map_or(c.n * c.k * 4, |m| m.data().len());
+        let candle = QMatMul::from_qtensor(q).unwrap();
+        for &m in rows {
+            let x =
+                Tensor::from_vec(random(m * c.k, 100 + m as u64), (m, c.k), &Device::Cpu).unwrap();
+            let t_candle = time(|| {
+                black_box(candle.forward(&x).unwrap());
+            });
+            let t_ours = time(|| match &ours {
+                Some(wq) => {
+                    black_box(quant_matmul_t(&x, wq).unwrap());
+                }
+                None => {
+                    black_box(matmul_t(&x, &w).unwrap());
+                }
+            });
+            println!(
+                "{:<13} {:<12} {:<5} {:>13} {:>5} {:>11.3} {:>11.3} {:>6.2}x {:>10.1}",
+                c.model,
+                c.layer,
+                dtype,
+                format!("[{}, {}]", c.n, c.k),
+                m,
+                t_candle * 1e3,
+                t_ours * 1e3,
+                t_candle / t_ours,
+                weight_bytes as f64 / t_ours / 1e9
+            );
+        }
+    }
+}

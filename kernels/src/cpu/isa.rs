@@ -1,0 +1,44 @@
+//! Which instruction set the CPU kernels use, detected once at run time (no `-C target-cpu` needed).
+
+use std::sync::OnceLock;
+
+/// A kernel family. Every process uses one for all its calls (see [`Isa::detect`]), which keeps results
+/// reproducible within a run; tests may pick any [`Isa::available`] one explicitly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust, any CPU.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl Isa {
+    /// The best family this CPU supports; `EMBER_CPU_ISA=scalar` forces the portable one.
+    pub fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            if std::env::var("EMBER_CPU_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("scalar")) {
+                return Isa::Scalar;
+            }
+            *Isa::available().last().unwrap_or(&Isa::Scalar)
+        })
+    }
+
+    /// Every family this CPU can run, portable first.
+    pub fn available() -> Vec<Isa> {
+        let mut isas = vec![Isa::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            isas.push(Isa::Avx2);
+        }
+        isas
+    }
+
+    /// Whether this CPU can run the family.
+    pub fn is_available(self) -> bool {
+        Isa::available().contains(&self)
+    }
+}

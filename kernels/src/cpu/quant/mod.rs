@@ -1,0 +1,228 @@
+//! Quantized matmul over GGUF blocks kept as they are in the file: activations are quantized once per call
+//! to 8-bit blocks, then each weight row is run against tiles of up to [`ROW_TILE`] activation rows
+//! (the weight block is unpacked once per tile), in parallel over chunks of output columns.
+//!
+//! Batch invariance: an output element is always computed by the same kernel family with the same
+//! per-row instruction sequence, whatever the tile size it lands in, so a row's result is bit-identical
+//! whatever other rows share the call.
+
+pub mod activation;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+pub mod formats;
+mod scalar;
+
+use rayon::prelude::*;
+
+use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock};
+pub use self::formats::{dequantize_block, QuantType};
+use super::isa::Isa;
+use crate::{Error, Result};
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::hsum as hsum_avx2;
+
+/// Activation rows computed together against each weight row.
+pub const ROW_TILE: usize = 4;
+
+/// A `[rows, cols]` weight matrix of GGUF blocks, row-major, each row `cols / block_elems` blocks.
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    ty: QuantType,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
+}
+
+impl QuantMatrix {
+    /// Takes the raw blocks of a `[rows, cols]` matrix; errors if the sizes do not match the type.
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+        if cols == 0 || !cols.is_multiple_of(ty.block_elems()) {
+            return Err(Error::Shape(format!(
+                "{ty:?} rows of {cols} values are not whole blocks of {}",
+                ty.block_elems()
+            )));
+        }
+        let expected = rows * cols / ty.block_elems() * ty.block_bytes();
+        if data.len() != expected {
+            return Err(Error::Shape(format!(
+                "{ty:?} [{rows}, {cols}] needs {expected} bytes, got {}",
+                data.len()
+            )));
+        }
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
+    }
+
+    pub fn quant_type(&self) -> QuantType {
+        self.ty
+    }
+
+    /// Output features (`n`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features (`k`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The raw blocks.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_elems() * self.ty.block_bytes()
+    }
+
+    /// Dequantizes row `row` into `out` (`cols` values).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let bytes = self.ty.block_bytes();
+        let w = &self.data[row * self.row_bytes()..(row + 1) * self.row_bytes()];
+        for (b, o) in w
+            .chunks_exact(bytes)
+            .zip(out.chunks_exact_mut(self.ty.block_elems()))
+        {
+            dequantize_block(self.ty, b, o);
+        }
+    }
+
+    /// `out[m, rows] = x[m, cols] · selfᵀ` with this CPU's kernels.
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        self.matmul_with(Isa::detect(), x, m, out)
+    }
+
+    /// [`QuantMatrix::matmul`] with an explicit kernel family (errors if this CPU lacks it).
+    pub fn matmul_with(&self, isa: Isa, x: &[f32], m: usize, out: &mut [f32]) -> Result<()> {
+        if !isa.is_available() {
+            return Err(Error::Unsupported(format!("{isa:?} kernels on this CPU")));
+        }
+        if x.len() != m * self.cols || out.len() != m * self.rows {
+            return Err(Error::Shape(format!(
+                "quantized matmul of {} inputs and {} outputs with m = {m} by [{}, {}]",
+                x.len(),
+                out.len(),
+                self.rows,
+                self.cols
+            )));
+        }
+        if m == 0 || self.rows == 0 {
+            return Ok(());
+        }
+        match self.ty {
+            QuantType::Q4K | QuantType::Q6K => {
+                let acts = quantize_rows::<Q8KBlock>(x, m, self.cols);
+                self.run(isa, &acts, m, out, dot_k_tile);
+            }
+            _ => {
+                let acts = quantize_rows::<Q8Block>(x, m, self.cols);
+                self.run(isa, &acts, m, out, dot_small_tile);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `tile` over every (weight row, activation tile) pair, columns split across threads.
+    fn run<A: ActBlock>(
+        &self,
+        isa: Isa,
+        acts: &[A],
+        m: usize,
+        out: &mut [f32],
+        tile: TileFn<A>,
+    ) {
+        let n = self.rows;
+        let row_bytes = self.row_bytes();
+        let per_row = self.cols / A::ELEMS;
+        // Enough chunks to balance the threads; chunking never changes a result, only who computes it.
+        let threads = rayon::current_num_threads().max(1);
+        let chunk = n.div_ceil(threads * 8).clamp(4, 256);
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+            let out_ptr = &out_ptr;
+            let cols = c * chunk..((c + 1) * chunk).min(n);
+            let mut vals = [0f32; ROW_TILE];
+            for r0 in (0..m).step_by(ROW_TILE) {
+                let rows = ROW_TILE.min(m - r0);
+                let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
+                    let r = (r0 + i).min(m - 1);
+                    &acts[r * per_row..(r + 1) * per_row]
+                });
+                for col in cols.clone() {
+                    let w = &self.data[col * row_bytes..(col + 1) * row_bytes];
+                    tile(isa, self.ty, w, &tile_acts[..rows], &mut vals[..rows]);
+                    for (i, v) in vals[..rows].iter().enumerate() {
+                        // SAFETY: (row, col) pairs are disjoint across tasks and inside `out`.
+                        unsafe { *out_ptr.0.add((r0 + i) * n + col) = *v };
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A kernel over one weight row and a tile of activation rows, writing one value per row.
+type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], &mut [f32]);
+
+struct SyncPtr(*mut f32);
+// SAFETY: only used to write disjoint elements from parallel tasks.
+unsafe impl Sync for SyncPtr {}
+
+/// Runs a kernel specialised for `N` rows over the tile.
+macro_rules! by_rows {
+    ($acts:expr, $out:expr, |$n:ident, $arr:ident| $body:expr) => {
+        match $acts.len() {
+            1 => {
+                const $n: usize = 1;
+                let $arr: [_; 1] = [$acts[0]];
+                $out.copy_from_slice(&$body);
+            }
+            2 => {
+                const $n: usize = 2;
+                let $arr: [_; 2] = [$acts[0], $acts[1]];
+                $out.copy_from_slice(&$body);
+            }
+            3 => {
+                const $n: usize = 3;
+                let $arr: [_; 3] = [$acts[0], $acts[1], $acts[2]];
+                $out.copy_from_slice(&$body);
+            }
+            _ => {
+                const $n: usize = 4;
+                let $arr: [_; 4] = [$acts[0], $acts[1], $acts[2], $acts[3]];
+                $out.copy_from_slice(&$body);
+            }
+        }
+    };
+}
+
+fn dot_small_tile(isa: Isa, ty: QuantType, w: &[u8], acts: &[&[Q8Block]], out: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Avx2 => by_rows!(acts, out, |N, a| unsafe { avx2::dot_small::<N>(ty, w, a) }),
+        _ => {
+            for (o, a) in out.iter_mut().zip(acts) {
+                *o = scalar::dot_small(ty, w, a);
+            }
+        }
+    }
+}
+
+fn dot_k_tile(isa: Isa, ty: QuantType, w: &[u8], acts: &[&[Q8KBlock]], out: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Avx2 => by_rows!(acts, out, |N, a| unsafe { avx2::dot_k::<N>(ty, w, a) }),
+        _ => {
+            for (o, a) in out.iter_mut().zip(acts) {
+                *o = scalar::dot_k(ty, w, a);
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Quantized matmul kernels against an f64 reference on candle-quantized random weights: the reference
+//! dequantizer against candle's, every kernel family against the reference and against the portable one,
+//! and batch invariance (a row's result is the same bits alone or in any batch).
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use ember_kernels::{quant_matmul_t, Isa, QuantMatrix, QuantType};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const TYPES: [(GgmlDType, QuantType); 6] = [
+    (GgmlDType::Q4_0, QuantType::Q4_0),
+    (GgmlDType::Q4_1, QuantType::Q4_1),
+    (GgmlDType::Q5_0, QuantType::Q5_0),
+    (GgmlDType::Q8_0, QuantType::Q8_0),
+    (GgmlDType::Q4K, QuantType::Q4K),
+    (GgmlDType::Q6K, QuantType::Q6K),
+];
+
+/// Values with a per-row magnitude and occasional outliers, like trained weights and activations.
+fn random_matrix(rng: &mut StdRng, rows: usize, cols: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(rows * cols);
+    for _ in 0..rows {
+        let scale = rng.random_range(0.05f32..2.0);
+        for _ in 0..cols {
+            let x: f32 = rng.random_range(-1.0..1.0) * scale;
+            v.push(if rng.random_ratio(1, 64) { x * 8.0 } else { x });
+        }
+    }
+    v
+}
+
+fn quantized(
+    rng: &mut StdRng,
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+) -> (QTensor, QuantMatrix) {
+    let w = Tensor::from_vec(random_matrix(rng, rows, cols), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&w, dtype).unwrap();
+    let m = QuantMatrix::from_qtensor(&q).unwrap().expect("native type");
+    (q, m)
+}
+
+fn dequantized(w: &QuantMatrix) -> Vec<f32> {
+    let mut out = vec![0f32; w.rows() * w.cols()];
+    for (r, row) in out.chunks_exact_mut(w.cols()).enumerate() {
+        w.dequantize_row(r, row);
+    }
+    out
+}
+
+fn shapes(ty: QuantType) -> Vec<(usize, usize)> {
+    // (weight rows n, k): odd n, k from one block up.
+    if ty.block_elems() == 256 {
+        vec![(1, 256), (7, 512), (33, 768), (70, 256)]
+    } else {
+        vec![(1, 32), (5, 96), (33, 576), (70, 160)]
+    }
+}
+
+#[test]
+fn reference_dequantizer_matches_candle() {
+    let mut rng = StdRng::seed_from_u64(1);
+    for (dtype, ty) in TYPES {
+        for (n, k) in shapes(ty) {
+            let (q, m) = quantized(&mut rng, dtype, n, k);
+            assert_eq!(m.quant_type(), ty);
+            let ours = dequantized(&m);
+            let theirs = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1e-3),
+                    "{ty:?} [{n}, {k}] element {i}: ours {a} candle {b}"
+                );
+            }
+        }
+    }
+}
+
+/// `|result - Σ w x|` may be at most what 8-bit activation rounding (half a step of each block's scale,
+/// times the weights it meets) plus f32 accumulation can add.
+fn check_against_reference(
+    ty: QuantType,
+    isa: Isa,
+    w: &[f32],
+    x: &[f32],
+    got: &[f32],
+    n: usize,
+    k: usize,
+) {
+    let act_block = ty.block_elems();
+    let m = x.len() / k;
+    for r in 0..m {
+        let xr = &x[r * k..(r + 1) * k];
+        let steps: Vec<f64> = xr
+            .chunks(act_block)
+            .map(|c| c.iter().fold(0f64, |a, v| a.max(v.abs() as f64)) / 127.0)
+            .collect();
+        for c in 0..n {
+            let wr = &w[c * k..(c + 1) * k];
+            let exact: f64 = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let magnitude: f64 = wr
+                .iter()
+                .zip(xr)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            let rounding: f64 = wr
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| a.abs() as f64 * steps[i / act_block] / 2.0)
+                .sum();
+            let tol = rounding * 1.001 + 1e-5 * magnitude + 1e-6;
+            let g = got[r * n + c] as f64;
+            assert!(
+                (g - exact).abs() <= tol,
+                "{ty:?} {isa:?} n={n} k={k} m={m} row {r} col {c}: got {g}, exact {exact}, tol {tol}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_kernel_family_matches_the_f64_reference() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for (dtype, ty) in TYPES {
+        for (n, k) in shapes(ty) {
+            let (_, wq) = quantized(&mut rng, dtype, n, k);
+            let w = dequantized(&wq);
+            for m in [1, 2, 3, 4, 5, 9, 17] {
+                let x = random_matrix(&mut rng, m, k);
+                let mut scalar = vec![0f32; m * n];
+                wq.matmul_with(Isa::Scalar, &x, m, &mut scalar).unwrap();
+                check_against_reference(ty, Isa::Scalar, &w, &x, &scalar, n, k);
+                for isa in Isa::available() {
+                    let mut got = vec![0f32; m * n];
+                    wq.matmul_with(isa, &x, m, &mut got).unwrap();
+                    check_against_reference(ty, isa, &w, &x, &got, n, k);
+                    // Same quantized activations, so only the f32 summation order differs.
+                    for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
+                        let tol = 2e-5 * (a.abs() + b.abs()) + 1e-5;
+                        assert!(
+                            (a - b).abs() <= tol,
+                            "{ty:?} {isa:?} vs scalar at {i}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_are_bit_identical_alone_or_in_any_batch() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for (dtype, ty) in TYPES {
+        let k = if ty.block_elems() == 256 { 512 } else { 96 };
+        let n = 37;
+        let (_, wq) = quantized(&mut rng, dtype, n, k);
+        let m = 64;
+        let x = random_matrix(&mut rng, m, k);
+        for isa in Isa::available() {
+            let mut full = vec![0f32; m * n];
+            wq.matmul_with(isa, &x, m, &mut full).unwrap();
+            // Every batch size 1..=m starting at a random row: rows land at every tile position.
+            for len in 1..=m {
+                let start = rng.random_range(0..=m - len);
+                let mut part = vec![0f32; len * n];
+                wq.matmul_with(isa, &x[start * k..(start + len) * k], len, &mut part)
+                    .unwrap();
+                for (i, (a, b)) in part.iter().zip(&full[start * n..]).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{ty:?} {isa:?}: row {} of a {len}-row batch differs from the 64-row batch",
+                        start + i / n
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn tensor_api_agrees_with_candle_qmatmul() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for (dtype, ty) in TYPES {
+        let (n, k) = if ty.block_elems() == 256 {
+            (48, 768)
+        } else {
+            (48, 576)
+        };
+        let (q, wq) = quantized(&mut rng, dtype, n, k);
+        let x = Tensor::from_vec(random_matrix(&mut rng, 6, k), (6, k), &Device::Cpu).unwrap();
+        let ours = quant_matmul_t(&x, &wq)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let theirs = QMatMul::from_qtensor(q).unwrap().forward(&x).unwrap();
+        let theirs = theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = theirs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        for (a, b) in ours.iter().zip(&theirs) {
+            // Both quantize activations to 8 bits, with different rounding: agree to ~1% of the output scale.
+            assert!(
+                (a - b).abs() <= 0.02 * scale,
+                "{ty:?}: ours {a} candle {b} (scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_shapes_are_errors_not_panics() {
+    assert!(QuantMatrix::new(QuantType::Q4K, 2, 100, vec![0; 288]).is_err());
+    assert!(QuantMatrix::new(QuantType::Q8_0, 2, 32, vec![0; 67]).is_err());
+    let w = QuantMatrix::new(QuantType::Q8_0, 2, 32, vec![0; 68]).unwrap();
+    let mut out = vec![0f32; 2];
+    assert!(w.matmul(&[0.0; 31], 1, &mut out).is_err());
+    let x = Tensor::zeros((3, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+    assert!(quant_matmul_t(&x, &w).is_err());
+}
+
+/// The dense f32 path (`matmul_t`, safetensors models) is held to the same rules: close to f64 in every
+/// kernel family, and a row's bits independent of the batch.
+#[test]
+fn f32_kernels_match_reference_and_are_batch_invariant() {
+    use ember_kernels::cpu::matmul::matmul_t_with;
+    let mut rng = StdRng::seed_from_u64(5);
+    for (n, k) in [(1, 1), (3, 7), (17, 8), (33, 24), (9, 100), (40, 576)] {
+        let w = random_matrix(&mut rng, n, k);
+        let m = 37;
+        let x = random_matrix(&mut rng, m, k);
+        for isa in Isa::available() {
+            let mut full = vec![0f32; m * n];
+            matmul_t_with(isa, &x, &w, m, k, n, &mut full);
+            for r in 0..m {
+                for c in 0..n {
+                    let (xr, wr) = (&x[r * k..(r + 1) * k], &w[c * k..(c + 1) * k]);
+                    let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                    let mag: f64 = xr
+                        .iter()
+                        .zip(wr)
+                        .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                        .sum();
+                    let got = full[r * n + c] as f64;
+                    assert!(
+                        (got - exact).abs() <= 1e-6 * mag + 1e-7,
+                        "{isa:?} [{n}, {k}] ({r}, {c}): {got} vs {exact}"
+                    );
+                }
+            }
+            for len in 1..=m {
+                let start = rng.random_range(0..=m - len);
+                let mut part = vec![0f32; len * n];
+                matmul_t_with(
+                    isa,
+                    &x[start * k..(start + len) * k],
+                    &w,
+                    len,
+                    k,
+                    n,
+                    &mut part,
+                );
+                for (a, b) in part.iter().zip(&full[start * n..]) {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{isa:?} [{n}, {k}]: batch of {len} at {start}"
+                    );
+                }
+            }
+        }
+    }
+}
