@@ -1,9 +1,9 @@
 //! HTTP overhead of `ember serve`: output tokens/s for the same requests (random token prompts, fixed
 //! output length, greedy, ignore_eos) at the same client concurrency, first in-process through
 //! `EngineHandle`, then through a real `ember serve` process over HTTP with SSE streaming; one run, so the
-//! ratio compares like with like. Also reports the server's time from process start to `/health` = 200.
+//! ratio compares like with like (rounds alternate the two roads). Also reports the server's time from process start to `/health` = 200.
 //! Run: `cargo bench --bench server -- [--requests N] [--concurrency C] [--prompt-len P] [--output-len O]
-//! [--model M]`.
+//! [--model M] [--rounds R]`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -37,6 +37,7 @@ fn main() {
     let concurrency: usize = arg("--concurrency", "8").parse().unwrap();
     let prompt_len: usize = arg("--prompt-len", "128").parse().unwrap();
     let output_len: usize = arg("--output-len", "64").parse().unwrap();
+    let rounds: usize = arg("--rounds", "4").parse::<usize>().unwrap().max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -77,43 +78,6 @@ fn main() {
         max_waiting: 0,
     };
     let engine = EngineHandle::start(model.clone(), config).unwrap();
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let generated: usize = rt.block_on(async {
-        let mut workers = Vec::new();
-        for _ in 0..concurrency {
-            let (engine, next, prompts) = (engine.clone(), next.clone(), prompts.clone());
-            workers.push(tokio::spawn(async move {
-                let mut tokens = 0;
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= prompts.len() {
-                        return tokens;
-                    }
-                    let sampling = SamplingParams {
-                        ignore_eos: true,
-                        ..SamplingParams::greedy(output_len)
-                    };
-                    let stream = engine
-                        .submit(Request::new(format!("r{i}"), prompts[i].clone(), sampling))
-                        .unwrap();
-                    let outs = stream.collect_outputs().await.unwrap();
-                    tokens += outs.iter().map(|o| o.new_token_ids.len()).sum::<usize>();
-                }
-            }));
-        }
-        let mut total = 0;
-        for w in workers {
-            total += w.await.unwrap();
-        }
-        total
-    });
-    let local_secs = started.elapsed().as_secs_f64();
-    let local_tps = generated as f64 / local_secs;
-    println!("in-process:  {generated} tokens in {local_secs:.2} s = {local_tps:.1} output tok/s");
-    engine.shutdown();
-    drop(engine);
-    drop(model);
 
     // Over HTTP: a real server process, streaming completions.
     let spawned = Instant::now();
@@ -129,7 +93,6 @@ fn main() {
             "--disable-log-stats",
         ])
         .env("EMBER_LOG", "info")
-        .env("NO_COLOR", "1")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -164,59 +127,147 @@ fn main() {
         "ember serve: process start to /health 200 in {:.0} ms",
         spawned.elapsed().as_secs_f64() * 1e3
     );
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let generated_http: usize = rt.block_on(async {
-        let mut workers = Vec::new();
-        for _ in 0..concurrency {
-            let (client, next, prompts, base) =
-                (client.clone(), next.clone(), prompts.clone(), base.clone());
-            workers.push(tokio::spawn(async move {
-                let mut tokens = 0;
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= prompts.len() {
-                        return tokens;
-                    }
-                    let body = json!({"prompt": prompts[i], "max_tokens": output_len, "temperature": 0,
-                                      "ignore_eos": true, "stream": true,
-                                      "stream_options": {"include_usage": true}});
-                    let mut resp = client
-                        .post(format!("{base}/v1/completions"))
-                        .json(&body)
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(resp.status(), 200);
-                    let mut all = Vec::new();
-                    while let Some(chunk) = resp.chunk().await.unwrap() {
-                        all.extend_from_slice(&chunk);
-                    }
-                    let text = String::from_utf8(all).unwrap();
-                    let usage_line = text
-                        .split("\n\n")
-                        .filter_map(|e| e.strip_prefix("data: "))
-                        .filter(|d| d.contains("\"usage\""))
-                        .last()
-                        .expect("usage chunk");
-                    let v: serde_json::Value = serde_json::from_str(usage_line).unwrap();
-                    tokens += v["usage"]["completion_tokens"].as_u64().unwrap() as usize;
-                }
-            }));
-        }
-        let mut total = 0;
-        for w in workers {
-            total += w.await.unwrap();
-        }
-        total
-    });
-    let http_secs = started.elapsed().as_secs_f64();
-    let http_tps = generated_http as f64 / http_secs;
+
+    // Alternate rounds (in-process, then HTTP) so a change in machine load hits both roads alike.
+    let (mut local, mut http) = ((0usize, 0f64), (0usize, 0f64));
+    let per_round = requests.div_ceil(rounds);
+    for round in 0..rounds {
+        let ids: Vec<usize> =
+            (round * per_round..((round + 1) * per_round).min(requests)).collect();
+        let started = Instant::now();
+        local.0 += rt.block_on(run_local(
+            &engine,
+            &prompts,
+            &ids,
+            concurrency,
+            output_len,
+            round,
+        ));
+        local.1 += started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        http.0 += rt.block_on(run_http(
+            &client,
+            &base,
+            &prompts,
+            &ids,
+            concurrency,
+            output_len,
+        ));
+        http.1 += started.elapsed().as_secs_f64();
+    }
+    let local_tps = local.0 as f64 / local.1;
+    let http_tps = http.0 as f64 / http.1;
     println!(
-        "over HTTP:   {generated_http} tokens in {http_secs:.2} s = {http_tps:.1} output tok/s \
-         ({:.3}x in-process)",
+        "in-process:  {} tokens in {:.2} s = {local_tps:.1} output tok/s",
+        local.0, local.1
+    );
+    println!(
+        "over HTTP:   {} tokens in {:.2} s = {http_tps:.1} output tok/s ({:.3}x in-process)",
+        http.0,
+        http.1,
         http_tps / local_tps
     );
+    engine.shutdown();
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Runs `ids` through the engine in-process with `concurrency` workers; returns output tokens.
+async fn run_local(
+    engine: &EngineHandle,
+    prompts: &Arc<Vec<Vec<u32>>>,
+    ids: &[usize],
+    concurrency: usize,
+    output_len: usize,
+    round: usize,
+) -> usize {
+    let queue = Arc::new(ids.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (engine, next, prompts, queue) =
+            (engine.clone(), next.clone(), prompts.clone(), queue.clone());
+        workers.push(tokio::spawn(async move {
+            let mut tokens = 0;
+            while let Some(&i) = queue.get(next.fetch_add(1, Ordering::SeqCst)) {
+                let sampling = SamplingParams {
+                    ignore_eos: true,
+                    ..SamplingParams::greedy(output_len)
+                };
+                let stream = engine
+                    .submit(Request::new(
+                        format!("r{round}-{i}"),
+                        prompts[i].clone(),
+                        sampling,
+                    ))
+                    .unwrap();
+                let outs = stream.collect_outputs().await.unwrap();
+                tokens += outs.iter().map(|o| o.new_token_ids.len()).sum::<usize>();
+            }
+            tokens
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    total
+}
+
+/// Runs `ids` through the server as streaming completions with `concurrency` clients; returns output
+/// tokens (from each stream's usage chunk).
+async fn run_http(
+    client: &reqwest::Client,
+    base: &str,
+    prompts: &Arc<Vec<Vec<u32>>>,
+    ids: &[usize],
+    concurrency: usize,
+    output_len: usize,
+) -> usize {
+    let queue = Arc::new(ids.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, prompts, queue, base) = (
+            client.clone(),
+            next.clone(),
+            prompts.clone(),
+            queue.clone(),
+            base.to_string(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut tokens = 0;
+            while let Some(&i) = queue.get(next.fetch_add(1, Ordering::SeqCst)) {
+                let body = json!({"prompt": prompts[i], "max_tokens": output_len, "temperature": 0,
+                                  "ignore_eos": true, "stream": true,
+                                  "stream_options": {"include_usage": true}});
+                let mut resp = client
+                    .post(format!("{base}/v1/completions"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 200);
+                let mut all = Vec::new();
+                while let Some(chunk) = resp.chunk().await.unwrap() {
+                    all.extend_from_slice(&chunk);
+                }
+                let text = String::from_utf8(all).unwrap();
+                let usage = text
+                    .split("\n\n")
+                    .filter_map(|e| e.strip_prefix("data: "))
+                    .filter(|d| d.contains("\"usage\""))
+                    .last()
+                    .expect("usage chunk");
+                let v: serde_json::Value = serde_json::from_str(usage).unwrap();
+                tokens += v["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+            }
+            tokens
+        }));
+    }
+    let mut total = 0;
+    for w in workers {
+        total += w.await.unwrap();
+    }
+    total
 }

@@ -22,7 +22,7 @@ enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
     /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Benchmark serving like vLLM's benchmark_serving: in-process, or a server with --base-url.
     Bench(Box<bench::BenchArgs>),
 }
@@ -40,10 +40,12 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in a service's log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(*args),
     };
     match result {

@@ -38,8 +38,8 @@ async fn finish(r: SseReader) -> (u64, String) {
         .unwrap();
     let finish = events
         .iter()
-        .filter_map(|e| e["choices"][0]["finish_reason"].as_str())
-        .last()
+        .rev()
+        .find_map(|e| e["choices"][0]["finish_reason"].as_str())
         .unwrap()
         .to_string();
     (usage, finish)
@@ -66,11 +66,11 @@ fn over_the_concurrency_limit_is_429_and_accepted_requests_complete() {
     let server = Server::start(&[DEFAULT_MODEL, "--concurrency-limit", "2"]);
     let s = &server;
     server.block_on(async {
-        let a = open(s, &long_stream(0, 48)).await;
-        let b = open(s, &long_stream(1, 48)).await;
+        let a = open(s, &long_stream(0, 32)).await;
+        let b = open(s, &long_stream(1, 32)).await;
         expect_429(s, "--concurrency-limit").await;
-        assert_eq!(finish(a).await, (48, "length".into()));
-        assert_eq!(finish(b).await, (48, "length".into()));
+        assert_eq!(finish(a).await, (32, "length".into()));
+        assert_eq!(finish(b).await, (32, "length".into()));
         // Slots are free again.
         let (st, v) = s
             .post(
@@ -93,7 +93,7 @@ fn a_full_waiting_queue_is_429_and_accepted_requests_complete() {
     ]);
     let s = &server;
     server.block_on(async {
-        let running = open(s, &long_stream(0, 48)).await;
+        let running = open(s, &long_stream(0, 32)).await;
         // The second waits for the only sequence slot; its response headers come at once.
         let waiting = s
             .client
@@ -104,7 +104,7 @@ fn a_full_waiting_queue_is_429_and_accepted_requests_complete() {
             .unwrap();
         assert_eq!(waiting.status(), 200);
         expect_429(s, "waiting").await;
-        assert_eq!(finish(running).await, (48, "length".into()));
+        assert_eq!(finish(running).await, (32, "length".into()));
         assert_eq!(finish(SseReader::new(waiting)).await, (8, "length".into()));
     });
 }

@@ -28,18 +28,16 @@ pub fn build(inp: SamplingInputs<'_>) -> ApiResult<SamplingParams> {
     let f = inp.fields;
     let d = inp.defaults;
     refuse_unsupported(f)?;
-    let mut p = SamplingParams::default();
-    p.n = f.n.unwrap_or(1);
-    if p.n > inp.max_n {
+    let n = f.n.unwrap_or(1);
+    if n > inp.max_n {
         return Err(ApiError::invalid(
             "n",
             format!(
-                "n must be at most {} (the server's --max-num-seqs), got {}.",
-                inp.max_n, p.n
+                "n must be at most {} (the server's --max-num-seqs), got {n}.",
+                inp.max_n
             ),
         ));
     }
-    p.best_of = f.best_of;
     if let Some(best_of) = f.best_of {
         if best_of > inp.max_n {
             return Err(ApiError::invalid(
@@ -48,35 +46,40 @@ pub fn build(inp: SamplingInputs<'_>) -> ApiResult<SamplingParams> {
             ));
         }
     }
-    p.temperature = f
-        .temperature
-        .or(d.temperature.map(|t| t as f32))
-        .unwrap_or(1.0);
-    p.top_p = f.top_p.or(d.top_p.map(|t| t as f32)).unwrap_or(1.0);
-    p.top_k = match f.top_k {
-        Some(k) => k,
-        None => d
-            .top_k
-            .map(|k| k.clamp(-1, i32::MAX as i64) as i32)
-            .unwrap_or(0),
+    let mut p = SamplingParams {
+        n,
+        best_of: f.best_of,
+        temperature: f
+            .temperature
+            .or(d.temperature.map(|t| t as f32))
+            .unwrap_or(1.0),
+        top_p: f.top_p.or(d.top_p.map(|t| t as f32)).unwrap_or(1.0),
+        top_k: match f.top_k {
+            Some(k) => k,
+            None => d
+                .top_k
+                .map(|k| k.clamp(-1, i32::MAX as i64) as i32)
+                .unwrap_or(0),
+        },
+        min_p: f.min_p.or(d.min_p.map(|m| m as f32)).unwrap_or(0.0),
+        repetition_penalty: f
+            .repetition_penalty
+            .or(d.repetition_penalty.map(|r| r as f32))
+            .unwrap_or(1.0),
+        presence_penalty: f.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: f.frequency_penalty.unwrap_or(0.0),
+        // Seeds are signed in OpenAI's schema; any 64-bit pattern is a fine seed.
+        seed: f.seed.map(|s| s as u64),
+        stop: f.stop.clone().map(|s| s.into_vec()).unwrap_or_default(),
+        stop_token_ids: f.stop_token_ids.clone().unwrap_or_default(),
+        include_stop_str_in_output: f.include_stop_str_in_output.unwrap_or(false),
+        ignore_eos: f.ignore_eos.unwrap_or(false),
+        min_tokens: f.min_tokens.unwrap_or(0),
+        max_tokens: inp.max_tokens,
+        skip_special_tokens: f.skip_special_tokens.unwrap_or(true),
+        spaces_between_special_tokens: f.spaces_between_special_tokens.unwrap_or(true),
+        ..SamplingParams::default()
     };
-    p.min_p = f.min_p.or(d.min_p.map(|m| m as f32)).unwrap_or(0.0);
-    p.repetition_penalty = f
-        .repetition_penalty
-        .or(d.repetition_penalty.map(|r| r as f32))
-        .unwrap_or(1.0);
-    p.presence_penalty = f.presence_penalty.unwrap_or(0.0);
-    p.frequency_penalty = f.frequency_penalty.unwrap_or(0.0);
-    // Seeds are signed in OpenAI's schema; any 64-bit pattern is a fine seed.
-    p.seed = f.seed.map(|s| s as u64);
-    p.stop = f.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
-    p.stop_token_ids = f.stop_token_ids.clone().unwrap_or_default();
-    p.include_stop_str_in_output = f.include_stop_str_in_output.unwrap_or(false);
-    p.ignore_eos = f.ignore_eos.unwrap_or(false);
-    p.min_tokens = f.min_tokens.unwrap_or(0);
-    p.max_tokens = inp.max_tokens;
-    p.skip_special_tokens = f.skip_special_tokens.unwrap_or(true);
-    p.spaces_between_special_tokens = f.spaces_between_special_tokens.unwrap_or(true);
     if let Some(bias) = &f.logit_bias {
         for (k, v) in bias {
             let id: u32 = k.trim().parse().map_err(|_| {

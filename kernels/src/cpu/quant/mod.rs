@@ -128,14 +128,7 @@ impl QuantMatrix {
     }
 
     /// Runs `tile` over every (weight row, activation tile) pair, columns split across threads.
-    fn run<A: ActBlock>(
-        &self,
-        isa: Isa,
-        acts: &[A],
-        m: usize,
-        out: &mut [f32],
-        tile: TileFn<A>,
-    ) {
+    fn run<A: ActBlock>(&self, isa: Isa, acts: &[A], m: usize, out: &mut [f32], tile: TileFn<A>) {
         let n = self.rows;
         let row_bytes = self.row_bytes();
         let per_row = self.cols / A::ELEMS;
