@@ -64,11 +64,31 @@ fn main() {
             })
             .collect();
         let started = Instant::now();
-        let outs = engine.generate(reqs).unwrap();
+        for r in reqs {
+            engine.add_request(r).unwrap();
+        }
+        let mut generated = 0usize;
+        // KV waste at the step where the most slots were allocated: allocated - used, over allocated.
+        let (mut peak_allocated, mut peak_used) = (0usize, 0usize);
+        while engine.has_unfinished() {
+            generated += engine
+                .step()
+                .unwrap()
+                .iter()
+                .map(|o| o.new_token_ids.len())
+                .sum::<usize>();
+            let (allocated, used) = engine.scheduler().kv_slot_usage();
+            if allocated > peak_allocated {
+                (peak_allocated, peak_used) = (allocated, used);
+            }
+        }
         let secs = started.elapsed().as_secs_f64();
-        let generated: usize = outs.iter().map(|o| o.new_token_ids.len()).sum();
         let tps = generated as f64 / secs;
         let ratio = tps / *baseline.get_or_insert(tps);
-        println!("concurrency {concurrency:>2}: {generated} tokens in {secs:.1} s = {tps:.1} output tok/s ({ratio:.2}x concurrency 1)");
+        let waste = 100.0 * (peak_allocated - peak_used) as f64 / peak_allocated.max(1) as f64;
+        println!(
+            "concurrency {concurrency:>2}: {generated} tokens in {secs:.1} s = {tps:.1} output tok/s \
+             ({ratio:.2}x concurrency 1); KV waste at peak {waste:.2}% ({peak_used} of {peak_allocated} slots used)"
+        );
     }
 }

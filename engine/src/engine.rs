@@ -1,4 +1,8 @@
 //! The engine loop: schedule a step, run it, sample, detokenize, and report each request's progress.
+//!
+//! A request with `n > 1` runs as `n` sequences (`{id}#{index}`) that report under the request's id with
+//! their `index`. With prefix caching on, sequences after the first are admitted once the first has computed
+//! the prompt, so they find its blocks in the prefix cache instead of computing the prompt again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,35 +13,84 @@ use ember_models::loader::LoadedModel;
 
 use crate::config::{CacheConfig, SchedulerConfig};
 use crate::detokenizer::IncrementalDetokenizer;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SchedulerError, ValidationError};
+use crate::metrics::{EngineMetrics, MetricsSnapshot};
 use crate::model_runner::ModelRunner;
 use crate::request::{FinishReason, Request, RequestId, RequestStatus, StopCause};
 use crate::sampler::{self, SampleRow, TokenLogprobs};
 use crate::scheduler::Scheduler;
 
-/// What one step produced for one request.
+/// When a request's milestones happened (per sequence).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimings {
+    pub arrival: Instant,
+    /// The first step that computed any of its tokens (the end of its queue time).
+    pub first_scheduled: Option<Instant>,
+    pub first_token: Option<Instant>,
+    pub finished: Option<Instant>,
+}
+
+impl RequestTimings {
+    fn new(arrival: Instant) -> Self {
+        Self {
+            arrival,
+            first_scheduled: None,
+            first_token: None,
+            finished: None,
+        }
+    }
+}
+
+/// What one step produced for one sequence of a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RequestOutput {
     pub id: RequestId,
+    /// Which of the request's `n` sequences this is.
+    pub index: usize,
     /// New text since the last output (never splits a character, never shows a stop string).
     pub text_delta: String,
     pub new_token_ids: Vec<u32>,
     /// Logprobs of `new_token_ids`, when the request asked for them.
     pub logprobs: Vec<TokenLogprobs>,
-    /// Prompt logprobs for positions 1.. of the prompt, sent once with the first output.
+    /// Prompt logprobs for positions 1.. of the prompt, sent once with the first output (of index 0).
     pub prompt_logprobs: Option<Vec<TokenLogprobs>>,
     pub finish_reason: Option<FinishReason>,
     pub num_prompt_tokens: usize,
     pub num_output_tokens: usize,
     pub num_cached_tokens: usize,
+    pub timings: RequestTimings,
 }
 
-/// Per-request state the engine keeps beside the scheduler's.
+impl RequestOutput {
+    /// Appends a later output of the same sequence (text, tokens, logprobs, final counts and finish).
+    pub fn merge(&mut self, later: RequestOutput) {
+        self.text_delta.push_str(&later.text_delta);
+        self.new_token_ids.extend(later.new_token_ids);
+        self.logprobs.extend(later.logprobs);
+        if self.prompt_logprobs.is_none() {
+            self.prompt_logprobs = later.prompt_logprobs;
+        }
+        self.num_output_tokens = later.num_output_tokens;
+        self.finish_reason = later.finish_reason;
+        self.timings = later.timings;
+    }
+}
+
+/// Per-sequence state the engine keeps beside the scheduler's.
 struct Tracked {
+    parent: RequestId,
+    index: usize,
     detokenizer: IncrementalDetokenizer,
     prompt_logprobs: Vec<TokenLogprobs>,
     prompt_logprobs_sent: bool,
-    arrival: Instant,
+    timings: RequestTimings,
+    last_token_at: Option<Instant>,
+}
+
+/// Sequences of an `n > 1` request waiting for the first one to finish its prompt.
+struct PendingSiblings {
+    first: RequestId,
+    rest: Vec<Request>,
 }
 
 /// A synchronous engine: `add_request`, then `step` until `has_unfinished` is false.
@@ -46,6 +99,10 @@ pub struct LlmEngine {
     runner: ModelRunner,
     scheduler: Scheduler,
     tracked: HashMap<RequestId, Tracked>,
+    /// Request id → its sequences' ids (only for `n > 1`; a plain request is its own sequence).
+    sequences: HashMap<RequestId, Vec<RequestId>>,
+    pending: Vec<PendingSiblings>,
+    metrics: EngineMetrics,
 }
 
 impl LlmEngine {
@@ -55,12 +112,16 @@ impl LlmEngine {
         cache: CacheConfig,
     ) -> Result<Self> {
         let runner = ModelRunner::new(&model.model, cache.num_blocks, cache.block_size)?;
+        let metrics = EngineMetrics::new(scheduler.max_model_len, scheduler.max_num_batched_tokens);
         let scheduler = Scheduler::new(scheduler, cache)?;
         Ok(Self {
             model,
             runner,
             scheduler,
             tracked: HashMap::new(),
+            sequences: HashMap::new(),
+            pending: Vec::new(),
+            metrics,
         })
     }
 
@@ -72,15 +133,79 @@ impl LlmEngine {
         &self.scheduler
     }
 
-    /// Validates and queues a request. Its EOS ids default to the tokenizer's.
-    pub fn add_request(&mut self, mut request: Request) -> Result<()> {
+    /// Checks that need the model: sampling ranges against the vocabulary, prompt ids inside it.
+    pub fn validate_for_model(model: &LoadedModel, request: &Request) -> Result<()> {
         request.sampling.validate()?;
-        request
-            .sampling
-            .validate_vocab(self.model.config.vocab_size)?;
+        let vocab = model.config.vocab_size;
+        request.sampling.validate_vocab(vocab)?;
+        if let Some(&bad) = request
+            .prompt_token_ids()
+            .iter()
+            .find(|&&t| t as usize >= vocab)
+        {
+            return Err(ValidationError::new(
+                "prompt",
+                format!("Token id {bad} is out of vocabulary (vocab size {vocab})."),
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    /// Validates and queues a request (all `n` of its sequences). Its EOS ids default to the tokenizer's.
+    pub fn add_request(&mut self, mut request: Request) -> Result<()> {
+        Self::validate_for_model(&self.model, &request)?;
+        if self.sequences.contains_key(&request.id) || self.tracked.contains_key(&request.id) {
+            return Err(SchedulerError::DuplicateRequest(request.id).into());
+        }
         if request.eos_token_ids.is_empty() {
             request.eos_token_ids = self.model.tokenizer.eos_token_ids().to_vec();
         }
+        let n = request.sampling.n;
+        if n <= 1 {
+            let id = request.id.clone();
+            return self.admit(request, id, 0);
+        }
+        let parent = request.id.clone();
+        let mut siblings: Vec<Request> = (0..n)
+            .map(|index| {
+                let mut seq = request.clone();
+                seq.id = RequestId::from(format!("{parent}#{index}"));
+                seq.sampling.n = 1;
+                seq.sampling.best_of = None;
+                seq.sampling.seed = request.sampling.seed.map(|s| s.wrapping_add(index as u64));
+                if index > 0 {
+                    // Prompt logprobs are the prompt's, not the sequence's: computed once, by index 0.
+                    seq.sampling.prompt_logprobs = None;
+                }
+                seq
+            })
+            .collect();
+        let ids: Vec<RequestId> = siblings.iter().map(|s| s.id.clone()).collect();
+        if let Some(dup) = ids.iter().find(|id| self.tracked.contains_key(*id)) {
+            return Err(SchedulerError::DuplicateRequest(dup.clone()).into());
+        }
+        let rest = siblings.split_off(1);
+        let first = siblings.pop().expect("n > 1 sequences");
+        self.admit(first, parent.clone(), 0)?;
+        self.sequences.insert(parent.clone(), ids.clone());
+        if self.scheduler.pool().prefix_caching_enabled() {
+            self.pending.push(PendingSiblings {
+                first: ids[0].clone(),
+                rest,
+            });
+        } else {
+            for (index, seq) in rest.into_iter().enumerate() {
+                if let Err(e) = self.admit(seq, parent.clone(), index + 1) {
+                    self.abort(parent.as_str());
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn admit(&mut self, request: Request, parent: RequestId, index: usize) -> Result<()> {
         let detokenizer = IncrementalDetokenizer::new(
             request.sampling.stop.clone(),
             request.sampling.include_stop_str_in_output,
@@ -92,34 +217,151 @@ impl LlmEngine {
         self.tracked.insert(
             id,
             Tracked {
+                parent,
+                index,
                 detokenizer,
                 prompt_logprobs: Vec::new(),
                 prompt_logprobs_sent: false,
-                arrival,
+                timings: RequestTimings::new(arrival),
+                last_token_at: None,
             },
         );
         Ok(())
     }
 
-    /// Ends a request now; its blocks go back to the pool at once.
+    /// Admits the later sequences of `n > 1` requests whose first sequence has computed its prompt (its
+    /// blocks are in the prefix cache now) or has gone.
+    fn admit_ready_siblings(&mut self) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let ready = match self.scheduler.request(self.pending[i].first.as_str()) {
+                Some(first) => first.num_computed_tokens >= first.num_prompt_tokens(),
+                None => true,
+            };
+            if !ready {
+                i += 1;
+                continue;
+            }
+            let group = self.pending.swap_remove(i);
+            let parent = self
+                .tracked
+                .get(&group.first)
+                .map(|t| t.parent.clone())
+                .or_else(|| {
+                    self.sequences
+                        .iter()
+                        .find(|(_, ids)| ids.first() == Some(&group.first))
+                        .map(|(p, _)| p.clone())
+                });
+            let Some(parent) = parent else { continue };
+            for (index, seq) in group.rest.into_iter().enumerate() {
+                if let Err(e) = self.admit(seq, parent.clone(), index + 1) {
+                    tracing::warn!(id = %parent, "sequence {} of an n > 1 request refused: {e}", index + 1);
+                }
+            }
+        }
+    }
+
+    /// Ends a request now (every sequence of it); its blocks go back to the pool at once. Returns whether
+    /// it was in the engine.
     pub fn abort(&mut self, id: &str) -> bool {
-        self.tracked.remove(id);
-        self.scheduler
-            .finish_request(id, FinishReason::Abort)
-            .is_some()
+        let seq_ids = match self.sequences.remove(id) {
+            Some(ids) => ids,
+            None => vec![RequestId::from(id.to_string())],
+        };
+        let mut found = false;
+        let mut aborted = 0u64;
+        self.pending.retain(|p| {
+            let hit = seq_ids.contains(&p.first);
+            if hit {
+                // Sequences not admitted yet end here too.
+                aborted += p.rest.len() as u64;
+            }
+            !hit
+        });
+        for seq in &seq_ids {
+            let was_tracked = self.tracked.remove(seq).is_some();
+            if self
+                .scheduler
+                .finish_request(seq.as_str(), FinishReason::Abort)
+                .is_some()
+            {
+                aborted += 1;
+                found = true;
+            }
+            found |= was_tracked;
+        }
+        if aborted > 0 {
+            *self
+                .metrics
+                .request_success_total
+                .entry(FinishReason::Abort.as_str().to_string())
+                .or_default() += aborted;
+        }
+        found
+    }
+
+    /// Ends every request (after a failed step); returns their ids.
+    pub fn abort_all(&mut self) -> Vec<RequestId> {
+        let mut parents: Vec<RequestId> = self.tracked.values().map(|t| t.parent.clone()).collect();
+        parents.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        parents.dedup();
+        for p in &parents {
+            self.abort(p.as_str());
+        }
+        parents
     }
 
     pub fn has_unfinished(&self) -> bool {
-        self.scheduler.has_unfinished()
+        self.scheduler.has_unfinished() || !self.pending.is_empty()
     }
 
-    /// One iteration: schedule, forward, sample, detokenize. Returns an output for every request that
+    /// Counters, histograms and gauges as of now.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        let m = &self.metrics;
+        let pool = self.scheduler.pool();
+        let cache = self.scheduler.prefix_cache_stats();
+        MetricsSnapshot {
+            num_running: self.scheduler.num_running(),
+            num_waiting: self.scheduler.num_waiting()
+                + self.pending.iter().map(|p| p.rest.len()).sum::<usize>(),
+            kv_usage: self.scheduler.kv_usage(),
+            num_blocks: pool.num_blocks(),
+            block_size: pool.block_size(),
+            prompt_tokens_total: m.prompt_tokens_total,
+            generation_tokens_total: m.generation_tokens_total,
+            num_preemptions_total: self.scheduler.num_preemptions(),
+            request_success_total: m.request_success_total.clone(),
+            prefix_cache_queries_total: cache.queries,
+            prefix_cache_hits_total: cache.hits,
+            time_to_first_token: m.time_to_first_token.clone(),
+            time_per_output_token: m.time_per_output_token.clone(),
+            inter_token_latency: m.inter_token_latency.clone(),
+            e2e_request_latency: m.e2e_request_latency.clone(),
+            request_queue_time: m.request_queue_time.clone(),
+            request_prompt_tokens: m.request_prompt_tokens.clone(),
+            request_generation_tokens: m.request_generation_tokens.clone(),
+            iteration_tokens: m.iteration_tokens.clone(),
+        }
+    }
+
+    /// One iteration: schedule, forward, sample, detokenize. Returns an output for every sequence that
     /// produced tokens or finished.
     pub fn step(&mut self) -> Result<Vec<RequestOutput>> {
+        self.admit_ready_siblings();
         let plan = self.scheduler.schedule();
         if plan.is_empty() {
             return Ok(Vec::new());
         }
+        let step_start = Instant::now();
+        for s in &plan.scheduled {
+            if let Some(t) = self.tracked.get_mut(&s.id) {
+                t.timings.first_scheduled.get_or_insert(step_start);
+            }
+        }
+        self.metrics
+            .iteration_tokens
+            .observe(plan.num_batched_tokens as f64);
         let logits = {
             let chunks = self.scheduler.seq_chunks(&plan);
             self.runner.execute(&self.model.model, &chunks)?
@@ -173,6 +415,7 @@ impl LlmEngine {
             }
         }
         let finished = self.scheduler.update_from_output(&plan, &sampled);
+        let now = Instant::now();
         let mut finished_reasons: HashMap<RequestId, (FinishReason, Request)> = finished
             .into_iter()
             .filter_map(|r| match &r.status {
@@ -181,8 +424,16 @@ impl LlmEngine {
             })
             .collect();
 
+        // Sequences in the order they were scheduled, so outputs come in a stable order.
+        let order: Vec<RequestId> = plan
+            .scheduled
+            .iter()
+            .map(|s| s.id.clone())
+            .filter(|id| sampled.contains_key(id))
+            .collect();
         let mut results = Vec::new();
-        for (id, token) in &sampled {
+        for id in &order {
+            let token = sampled[id];
             let tokenizer = &self.model.tokenizer;
             let (output_ids, num_prompt, num_cached) = match (
                 self.scheduler.request(id.as_str()),
@@ -228,55 +479,133 @@ impl LlmEngine {
                 } else {
                     None
                 };
-            let _ = tracked.arrival;
+            record_token(&mut self.metrics, tracked, num_prompt, now);
+            if let Some(reason) = &finish {
+                tracked.timings.finished = Some(now);
+                record_finish(
+                    &mut self.metrics,
+                    &tracked.timings,
+                    reason,
+                    num_prompt,
+                    output_ids.len(),
+                );
+            }
             results.push(RequestOutput {
-                id: id.clone(),
+                id: tracked.parent.clone(),
+                index: tracked.index,
                 text_delta,
-                new_token_ids: vec![*token],
+                new_token_ids: vec![token],
                 logprobs: sampled_logprobs.remove(id).into_iter().collect(),
                 prompt_logprobs,
                 num_prompt_tokens: num_prompt,
                 num_output_tokens: output_ids.len(),
                 num_cached_tokens: num_cached,
                 finish_reason: finish.clone(),
+                timings: tracked.timings,
             });
             if finish.is_some() {
+                let parent = tracked.parent.clone();
                 self.tracked.remove(id);
+                self.forget_if_done(&parent);
             }
         }
         Ok(results)
     }
 
-    /// Runs requests to completion; returns each one's outputs merged (tokens, text, finish reason).
+    /// Drops the sequence list of a request whose sequences have all finished.
+    fn forget_if_done(&mut self, parent: &RequestId) {
+        let done = match self.sequences.get(parent) {
+            Some(ids) => {
+                ids.iter().all(|id| !self.tracked.contains_key(id))
+                    && !self.pending.iter().any(|p| ids.contains(&p.first))
+            }
+            None => false,
+        };
+        if done {
+            self.sequences.remove(parent);
+        }
+    }
+
+    /// Runs requests to completion; returns one merged output per sequence (tokens, text, finish reason),
+    /// in the order the requests were given, sequences by index.
     pub fn generate(&mut self, requests: Vec<Request>) -> Result<Vec<RequestOutput>> {
-        let order: Vec<RequestId> = requests.iter().map(|r| r.id.clone()).collect();
+        let order: Vec<(RequestId, usize)> = requests
+            .iter()
+            .flat_map(|r| (0..r.sampling.n.max(1)).map(move |i| (r.id.clone(), i)))
+            .collect();
         for request in requests {
             self.add_request(request)?;
         }
-        let mut merged: HashMap<RequestId, RequestOutput> = HashMap::new();
+        let mut merged: HashMap<(RequestId, usize), RequestOutput> = HashMap::new();
         while self.has_unfinished() {
             for out in self.step()? {
-                match merged.get_mut(&out.id) {
-                    Some(m) => {
-                        m.text_delta.push_str(&out.text_delta);
-                        m.new_token_ids.extend(out.new_token_ids);
-                        m.logprobs.extend(out.logprobs);
-                        m.num_output_tokens = out.num_output_tokens;
-                        m.finish_reason = out.finish_reason;
-                    }
+                match merged.get_mut(&(out.id.clone(), out.index)) {
+                    Some(m) => m.merge(out),
                     None => {
-                        merged.insert(out.id.clone(), out);
+                        merged.insert((out.id.clone(), out.index), out);
                     }
                 }
             }
         }
         order
             .iter()
-            .map(|id| {
+            .map(|key| {
                 merged
-                    .remove(id)
-                    .ok_or_else(|| Error::Model(format!("request {id} produced no output")))
+                    .remove(key)
+                    .ok_or_else(|| Error::Model(format!("request {} produced no output", key.0)))
             })
             .collect()
     }
+}
+
+/// A sampled token: TTFT (and queue time, prompt tokens) on the first, inter-token latency after.
+fn record_token(
+    metrics: &mut EngineMetrics,
+    tracked: &mut Tracked,
+    num_prompt: usize,
+    now: Instant,
+) {
+    metrics.generation_tokens_total += 1;
+    match tracked.last_token_at {
+        None => {
+            let t = &mut tracked.timings;
+            t.first_token = Some(now);
+            metrics
+                .time_to_first_token
+                .observe((now - t.arrival).as_secs_f64());
+            let scheduled = t.first_scheduled.unwrap_or(now);
+            metrics
+                .request_queue_time
+                .observe((scheduled - t.arrival).as_secs_f64());
+            metrics.prompt_tokens_total += num_prompt as u64;
+        }
+        Some(last) => metrics
+            .inter_token_latency
+            .observe((now - last).as_secs_f64()),
+    }
+    tracked.last_token_at = Some(now);
+}
+
+fn record_finish(
+    metrics: &mut EngineMetrics,
+    timings: &RequestTimings,
+    reason: &FinishReason,
+    num_prompt: usize,
+    num_output: usize,
+) {
+    let finished = timings.finished.unwrap_or(timings.arrival);
+    metrics
+        .e2e_request_latency
+        .observe((finished - timings.arrival).as_secs_f64());
+    metrics.request_prompt_tokens.observe(num_prompt as f64);
+    metrics.request_generation_tokens.observe(num_output as f64);
+    if let (Some(first), true) = (timings.first_token, num_output > 1) {
+        metrics
+            .time_per_output_token
+            .observe((finished - first).as_secs_f64() / (num_output - 1) as f64);
+    }
+    *metrics
+        .request_success_total
+        .entry(reason.as_str().to_string())
+        .or_default() += 1;
 }

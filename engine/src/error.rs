@@ -69,6 +69,14 @@ pub enum Error {
     /// The model failed to run a step (reported to every request in it).
     #[error("model: {0}")]
     Model(String),
+    /// The waiting queue is at its cap (the server's 429).
+    #[error(
+        "The server is overloaded: {waiting} requests are waiting (limit {limit}). Retry later."
+    )]
+    QueueFull { waiting: usize, limit: usize },
+    /// The engine has stopped (shutting down); the request did not run to its end.
+    #[error("The engine is shutting down.")]
+    Shutdown,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -94,41 +94,16 @@ impl Scheduler {
     /// invalid sampling parameters, a prompt + `max_tokens` over `max_model_len`, or more tokens than the
     /// whole KV pool holds. Unseeded requests get their seed from the engine seed here.
     pub fn add_request(&mut self, mut req: Request) -> Result<(), SchedulerError> {
-        let prompt = req.num_prompt_tokens();
-        if prompt == 0 {
-            return Err(SchedulerError::EmptyPrompt);
-        }
-        req.sampling.validate()?;
         if self.requests.contains_key(&req.id) {
             return Err(SchedulerError::DuplicateRequest(req.id));
         }
-        let max_model_len = self.config.max_model_len;
-        req.max_tokens = match req.sampling.max_tokens {
-            Some(completion) if prompt + completion > max_model_len => {
-                return Err(SchedulerError::TooLong {
-                    max_model_len,
-                    requested: prompt + completion,
-                    prompt,
-                    completion,
-                });
-            }
-            Some(completion) => completion,
-            None if prompt >= max_model_len => {
-                return Err(SchedulerError::PromptTooLong {
-                    max_model_len,
-                    prompt,
-                });
-            }
-            None => max_model_len - prompt,
-        };
-        // The last sampled token is never computed, so the cache holds at most prompt + max_tokens - 1.
-        let needed_tokens = prompt + req.max_tokens - 1;
-        if self.pool.blocks_for(needed_tokens) > self.pool.num_blocks() {
-            return Err(SchedulerError::ExceedsKvCapacity {
-                needed_tokens,
-                capacity_tokens: self.pool.num_blocks() * self.pool.block_size(),
-            });
-        }
+        req.max_tokens = check_admission(
+            &self.config,
+            self.pool.num_blocks(),
+            self.pool.block_size(),
+            &req,
+        )?;
+        let prompt = req.num_prompt_tokens();
         req.seed = match req.sampling.seed {
             Some(seed) => seed,
             None => self.seed_rng.next_u64(),
@@ -333,6 +308,19 @@ impl Scheduler {
         self.num_preemptions
     }
 
+    /// KV slots in blocks that requests hold, and the slots their computed tokens fill: the difference is
+    /// the paged cache's waste (the unfilled tail of each request's last block).
+    pub fn kv_slot_usage(&self) -> (usize, usize) {
+        let allocated = (self.pool.num_blocks() - self.pool.num_free_blocks()) * self.block_size();
+        let used = self
+            .requests
+            .values()
+            .filter(|r| !r.block_ids.is_empty())
+            .map(|r| r.num_computed_tokens)
+            .sum();
+        (allocated, used)
+    }
+
     /// Fraction of KV blocks in use.
     pub fn kv_usage(&self) -> f64 {
         self.pool.usage()
@@ -427,6 +415,51 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// The checks a request must pass before it takes any block: a non-empty prompt, valid sampling parameters,
+/// prompt + `max_tokens` within `max_model_len`, and no more tokens than the whole KV pool holds. Returns
+/// the request's effective `max_tokens` (what the context length leaves when it gave none). Pure, so callers
+/// outside the engine loop (the async handle) refuse bad requests at once with the same errors.
+pub fn check_admission(
+    config: &SchedulerConfig,
+    num_blocks: usize,
+    block_size: usize,
+    req: &Request,
+) -> Result<usize, SchedulerError> {
+    let prompt = req.num_prompt_tokens();
+    if prompt == 0 {
+        return Err(SchedulerError::EmptyPrompt);
+    }
+    req.sampling.validate()?;
+    let max_model_len = config.max_model_len;
+    let max_tokens = match req.sampling.max_tokens {
+        Some(completion) if prompt + completion > max_model_len => {
+            return Err(SchedulerError::TooLong {
+                max_model_len,
+                requested: prompt + completion,
+                prompt,
+                completion,
+            });
+        }
+        Some(completion) => completion,
+        None if prompt >= max_model_len => {
+            return Err(SchedulerError::PromptTooLong {
+                max_model_len,
+                prompt,
+            });
+        }
+        None => max_model_len - prompt,
+    };
+    // The last sampled token is never computed, so the cache holds at most prompt + max_tokens - 1.
+    let needed_tokens = prompt + max_tokens - 1;
+    if needed_tokens.div_ceil(block_size) > num_blocks {
+        return Err(SchedulerError::ExceedsKvCapacity {
+            needed_tokens,
+            capacity_tokens: num_blocks * block_size,
+        });
+    }
+    Ok(max_tokens)
 }
 
 /// New tokens a request may compute this step: what it has left, capped by the long-prefill threshold and

@@ -86,18 +86,18 @@ fn tokens(outs: &[RequestOutput]) -> Vec<Vec<u32>> {
 fn outputs_do_not_depend_on_batching_caching_or_preemption() {
     let (_dir, model) = tiny_model();
     let vocab = model.config.vocab_size as u32;
-    let n = 16;
-    let (together, _) = run(&model, requests(n, vocab), 512, true, 32);
+    let n = 32;
+    let (together, _) = run(&model, requests(n, vocab), 1024, true, 32);
     assert!(together.iter().all(|o| o.new_token_ids.len() == 12));
     // Each request alone.
     let alone: Vec<Vec<u32>> = requests(n, vocab)
         .into_iter()
         .map(|r| tokens(&run(&model, vec![r], 512, true, 32).0).remove(0))
         .collect();
-    assert_eq!(tokens(&together), alone, "batch of 16 vs one at a time");
-    let (uncached, _) = run(&model, requests(n, vocab), 512, false, 32);
+    assert_eq!(tokens(&together), alone, "batch of 32 vs one at a time");
+    let (uncached, _) = run(&model, requests(n, vocab), 1024, false, 32);
     assert_eq!(tokens(&uncached), alone, "prefix caching off");
-    // A pool far too small for all 16 at once forces preemptions (recompute).
+    // A pool far too small for all 32 at once forces preemptions (recompute).
     let (tight, preemptions) = run(&model, requests(n, vocab), 24, true, 32);
     assert!(preemptions > 0, "the small pool should have preempted");
     assert_eq!(tokens(&tight), alone, "with {preemptions} preemptions");
