@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use ember_engine::{EngineConfig, EngineHandle};
+use ember_engine::{CacheConfig, EngineConfig, EngineHandle, SchedulerConfig};
 use ember_evaluator::cache::Cache;
 use ember_evaluator::data::DataStore;
 use ember_evaluator::evaluate::{evaluate, EvalOptions};
@@ -152,7 +152,11 @@ fn start_engine(args: &RunArgs) -> Result<EngineHandle> {
     let max_model_len = args.max_model_len.unwrap_or(model_max.min(4096));
     anyhow::ensure!(max_model_len <= model_max, "--max-model-len {max_model_len} exceeds the model's {model_max}");
     anyhow::ensure!(args.kv_cache_memory > 0.0, "--kv-cache-memory must be positive");
-    let mut config = EngineConfig::default();
+    let mut config = EngineConfig {
+        scheduler: SchedulerConfig::default(),
+        cache: CacheConfig::default(),
+        max_waiting: 0,
+    };
     config.scheduler.max_model_len = max_model_len;
     config.scheduler.seed = args.seed;
     config.scheduler.max_num_batched_tokens = config.scheduler.max_num_batched_tokens.max(max_model_len.min(2048));

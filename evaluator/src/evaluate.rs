@@ -117,6 +117,7 @@ pub fn evaluate(resolved: &Resolved, backend: &dyn Backend, opts: &EvalOptions) 
         Some(c) => c.get_many(&keys)?,
         None => vec![None; all.len()],
     };
+    let total_requests = all.len();
     let cache_hits = responses.iter().filter(|r| r.is_some()).count();
     let missing: Vec<usize> = (0..all.len()).filter(|i| responses[*i].is_none()).collect();
     let todo: Vec<Request> = missing.iter().map(|&i| all[i].clone()).collect();
@@ -199,7 +200,7 @@ pub fn evaluate(resolved: &Resolved, backend: &dyn Backend, opts: &EvalOptions) 
         duration: start.elapsed(),
         model_calls: missing.len(),
         cache_hits,
-        total_requests: all.len(),
+        total_requests,
         backend_stats: backend.stats(),
         backend: backend.describe(),
     })

@@ -3,7 +3,6 @@
 //! split loglikelihood pairs into tokens the same way (`request::split_tokens`).
 
 pub mod http;
-#[cfg(any())]
 pub mod local;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -56,7 +56,7 @@ fn one(name: &str, store: &DataStore, opts: &TaskOptions) -> Result<Box<dyn Task
 pub fn resolve(names: &[String], store: &DataStore, opts: &TaskOptions) -> Result<Resolved> {
     let mut tasks: Vec<Box<dyn Task>> = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
-    let mut push = |t: Box<dyn Task>, tasks: &mut Vec<Box<dyn Task>>| {
+    let push = |t: Box<dyn Task>, tasks: &mut Vec<Box<dyn Task>>| {
         if !tasks.iter().any(|x| x.name() == t.name()) {
             tasks.push(t);
         }
@@ -67,7 +67,7 @@ pub fn resolve(names: &[String], store: &DataStore, opts: &TaskOptions) -> Resul
             continue;
         }
         if name.ends_with(".yaml") || name.ends_with(".yml") {
-            push(Box::new(crate::task_file::load(std::path::Path::new(name), opts)?), &mut tasks);
+            push(crate::task_file::load(std::path::Path::new(name), opts)?, &mut tasks);
             continue;
         }
         let mmlu_groups = mmlu::groups();
