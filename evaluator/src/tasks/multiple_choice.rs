@@ -155,7 +155,7 @@ mod tests {
         assert_eq!(m[0], ("acc,none".to_string(), 0.0));
         assert_eq!(m[1], ("acc_norm,none".to_string(), 1.0));
         // And agree when the totals already point to the gold choice.
-        let m = score_choices(&[-1.0, -10.0], &choices, 0, true);
+        let m = score_choices(&[-1.0, -30.0], &choices, 0, true);
         assert_eq!((m[0].1, m[1].1), (1.0, 1.0));
     }
 
