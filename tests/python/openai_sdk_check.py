@@ -1,0 +1,105 @@
+"""Drives an ember server with the official `openai` SDK, as a vLLM user's code would, and parses
+/metrics with prometheus_client's text parser. Exits non-zero (AssertionError) on any mismatch.
+
+usage: openai_sdk_check.py BASE_URL MODEL API_KEY
+"""
+import sys
+import urllib.request
+
+import openai
+from prometheus_client.parser import text_string_to_metric_families
+
+base, model, key = sys.argv[1], sys.argv[2], sys.argv[3]
+client = openai.OpenAI(base_url=f"{base}/v1", api_key=key)
+
+# /v1/models
+models = client.models.list()
+assert [m.id for m in models.data] == [model], models
+assert models.data[0].object == "model"
+
+# A wrong key is an AuthenticationError (401).
+try:
+    openai.OpenAI(base_url=f"{base}/v1", api_key="wrong").models.list()
+    raise AssertionError("wrong key accepted")
+except openai.AuthenticationError:
+    pass
+
+# Chat.
+chat = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+    temperature=0,
+    max_tokens=24,
+)
+assert chat.object == "chat.completion"
+assert "Paris" in chat.choices[0].message.content, chat
+assert chat.choices[0].finish_reason in ("stop", "length")
+assert chat.usage.total_tokens == chat.usage.prompt_tokens + chat.usage.completion_tokens
+
+# Streaming chat with include_usage: the last chunk has no choices and carries usage.
+chunks = list(
+    client.chat.completions.create(
+        model=model,
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+        temperature=0,
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+)
+assert chunks[0].choices[0].delta.role == "assistant"
+assert chunks[-1].choices == [] and chunks[-1].usage is not None, chunks[-1]
+text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+assert text == chat.choices[0].message.content, (text, chat.choices[0].message.content)
+assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens
+
+# Completions with echo + logprobs (lm-eval's loglikelihood request), max_tokens 1 and 0.
+prompt = "The capital of France is Paris"
+for max_tokens in (1, 0):
+    c = client.completions.create(
+        model=model, prompt=prompt, max_tokens=max_tokens, echo=True, logprobs=1, temperature=0, seed=1
+    )
+    lp = c.choices[0].logprobs
+    n = c.usage.prompt_tokens
+    assert len(lp.tokens) == n + max_tokens, (len(lp.tokens), n)
+    assert lp.token_logprobs[0] is None
+    assert all(isinstance(x, float) for x in lp.token_logprobs[1:]), lp.token_logprobs
+    assert lp.top_logprobs[0] is None and all(isinstance(t, dict) for t in lp.top_logprobs[1:])
+    assert c.choices[0].text.startswith(prompt)
+    assert len(lp.text_offset) == len(lp.tokens)
+
+# Streaming completions.
+parts = list(client.completions.create(model=model, prompt="1, 2, 3,", max_tokens=8, temperature=0, stream=True))
+assert all(p.object == "text_completion" for p in parts)
+assert parts[-1].choices[0].finish_reason == "length"
+
+# Errors come back as the SDK's typed exceptions.
+try:
+    client.completions.create(model="no-such-model", prompt="x", max_tokens=1)
+    raise AssertionError("unknown model accepted")
+except openai.NotFoundError:
+    pass
+try:
+    client.completions.create(model=model, prompt="x", max_tokens=1, temperature=-1)
+    raise AssertionError("bad temperature accepted")
+except openai.BadRequestError as e:
+    assert e.status_code == 400
+
+# /metrics through prometheus_client's parser, with vLLM's names.
+body = urllib.request.urlopen(f"{base}/metrics").read().decode()
+families = {f.name: f for f in text_string_to_metric_families(body)}
+for name in (
+    "vllm:num_requests_running",
+    "vllm:num_requests_waiting",
+    "vllm:kv_cache_usage_perc",
+    "vllm:prompt_tokens",
+    "vllm:generation_tokens",
+    "vllm:request_success",
+    "vllm:time_to_first_token_seconds",
+    "vllm:e2e_request_latency_seconds",
+    "vllm:cache_config_info",
+):
+    assert name in families, (name, sorted(families))
+gen = [s for s in families["vllm:generation_tokens"].samples if s.name.endswith("_total")]
+assert gen and gen[0].labels["model_name"] == model and gen[0].value > 0, gen
+print("openai SDK checks passed")
