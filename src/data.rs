@@ -49,8 +49,14 @@ pub enum DataCommand {
 
 pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
-        DataCommand::Fetch { tasks, force, data_dir } => {
-            let store = data_dir.map(DataStore::new).unwrap_or_else(DataStore::default_location);
+        DataCommand::Fetch {
+            tasks,
+            force,
+            data_dir,
+        } => {
+            let store = data_dir
+                .map(DataStore::new)
+                .unwrap_or_else(DataStore::default_location);
             let report = fetch::fetch(&store, &tasks, force)?;
             for (rel, rows) in &report.written {
                 println!("{rows:>7} rows  {}", store.path(rel).display());
@@ -59,11 +65,21 @@ pub fn run(args: DataArgs) -> Result<()> {
                 println!("from {}", report.packages.join(", "));
             }
             if report.kept > 0 {
-                println!("{} file(s) already present (use --force to convert again)", report.kept);
+                println!(
+                    "{} file(s) already present (use --force to convert again)",
+                    report.kept
+                );
             }
             Ok(())
         }
-        DataCommand::Dedup { files, threshold, num_perm, field, against, output } => {
+        DataCommand::Dedup {
+            files,
+            threshold,
+            num_perm,
+            field,
+            against,
+            output,
+        } => {
             if files.is_empty() {
                 bail!("give at least one file to deduplicate");
             }
@@ -82,7 +98,8 @@ pub fn run(args: DataArgs) -> Result<()> {
                     origin.push((fi, li, l));
                 }
             }
-            let describe = |i: usize| format!("{}:{}", files[origin[i].0].display(), origin[i].1 + 1);
+            let describe =
+                |i: usize| format!("{}:{}", files[origin[i].0].display(), origin[i].1 + 1);
             if !against.is_empty() {
                 let mut reference = Vec::new();
                 let mut ref_origin = Vec::new();
@@ -97,15 +114,25 @@ pub fn run(args: DataArgs) -> Result<()> {
                 let mut n = 0;
                 for (i, o) in overlap.iter().enumerate() {
                     match o {
-                        Some(Dup::Exact { of }) => println!("{} exact duplicate of {}", describe(i), ref_origin[*of]),
+                        Some(Dup::Exact { of }) => {
+                            println!("{} exact duplicate of {}", describe(i), ref_origin[*of])
+                        }
                         Some(Dup::Near { of, similarity }) => {
-                            println!("{} near duplicate ({similarity:.2}) of {}", describe(i), ref_origin[*of])
+                            println!(
+                                "{} near duplicate ({similarity:.2}) of {}",
+                                describe(i),
+                                ref_origin[*of]
+                            )
                         }
                         None => continue,
                     }
                     n += 1;
                 }
-                println!("{n} of {} documents overlap the reference set ({} documents)", texts.len(), reference.len());
+                println!(
+                    "{n} of {} documents overlap the reference set ({} documents)",
+                    texts.len(),
+                    reference.len()
+                );
                 return Ok(());
             }
             let dups = dedup::find_duplicates(&texts, threshold, num_perm);
@@ -118,14 +145,22 @@ pub fn run(args: DataArgs) -> Result<()> {
                     }
                     Some(Dup::Near { of, similarity }) => {
                         near += 1;
-                        println!("{} near duplicate ({similarity:.2}) of {}", describe(i), describe(*of));
+                        println!(
+                            "{} near duplicate ({similarity:.2}) of {}",
+                            describe(i),
+                            describe(*of)
+                        );
                     }
                     None => {}
                 }
             }
-            println!("{} documents: {exact} exact and {near} near duplicates", texts.len());
+            println!(
+                "{} documents: {exact} exact and {near} near duplicates",
+                texts.len()
+            );
             if let Some(dir) = output {
-                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
                 for (fi, f) in files.iter().enumerate() {
                     let kept: Vec<&str> = origin
                         .iter()
@@ -137,7 +172,8 @@ pub fn run(args: DataArgs) -> Result<()> {
                     let out = dir.join(name);
                     let mut text = kept.join("\n");
                     text.push('\n');
-                    std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+                    std::fs::write(&out, text)
+                        .with_context(|| format!("writing {}", out.display()))?;
                     println!("wrote {} ({} documents)", out.display(), kept.len());
                 }
             }

@@ -114,12 +114,20 @@ pub struct RunArgs {
 
 pub fn run(args: EvalArgs) -> Result<std::process::ExitCode> {
     match args.command {
-        Some(EvalCommand::Compare { baseline, new, max_drop }) => compare(&baseline, &new, max_drop),
+        Some(EvalCommand::Compare {
+            baseline,
+            new,
+            max_drop,
+        }) => compare(&baseline, &new, max_drop),
         None => run_eval(args.run),
     }
 }
 
-fn compare(a: &std::path::Path, b: &std::path::Path, max_drop: Option<f64>) -> Result<std::process::ExitCode> {
+fn compare(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    max_drop: Option<f64>,
+) -> Result<std::process::ExitCode> {
     let old = regression::read_results(a)?;
     let new = regression::read_results(b)?;
     let deltas = regression::compare(&old, &new)?;
@@ -141,17 +149,26 @@ fn batch_size(s: &str) -> Result<usize> {
     if s == "auto" {
         return Ok(32);
     }
-    let n: usize = s.parse().with_context(|| format!("--batch-size `{s}` is not a number or `auto`"))?;
+    let n: usize = s
+        .parse()
+        .with_context(|| format!("--batch-size `{s}` is not a number or `auto`"))?;
     anyhow::ensure!(n > 0, "--batch-size must be at least 1");
     Ok(n)
 }
 
 fn start_engine(args: &RunArgs) -> Result<EngineHandle> {
-    let loaded = loader::load(&args.model, &Device::Cpu).with_context(|| format!("loading model `{}`", args.model))?;
+    let loaded = loader::load(&args.model, &Device::Cpu)
+        .with_context(|| format!("loading model `{}`", args.model))?;
     let model_max = loaded.config.max_position_embeddings;
     let max_model_len = args.max_model_len.unwrap_or(model_max.min(4096));
-    anyhow::ensure!(max_model_len <= model_max, "--max-model-len {max_model_len} exceeds the model's {model_max}");
-    anyhow::ensure!(args.kv_cache_memory > 0.0, "--kv-cache-memory must be positive");
+    anyhow::ensure!(
+        max_model_len <= model_max,
+        "--max-model-len {max_model_len} exceeds the model's {model_max}"
+    );
+    anyhow::ensure!(
+        args.kv_cache_memory > 0.0,
+        "--kv-cache-memory must be positive"
+    );
     let mut config = EngineConfig {
         scheduler: SchedulerConfig::default(),
         cache: CacheConfig::default(),
@@ -159,9 +176,13 @@ fn start_engine(args: &RunArgs) -> Result<EngineHandle> {
     };
     config.scheduler.max_model_len = max_model_len;
     config.scheduler.seed = args.seed;
-    config.scheduler.max_num_batched_tokens = config.scheduler.max_num_batched_tokens.max(max_model_len.min(2048));
+    config.scheduler.max_num_batched_tokens = config
+        .scheduler
+        .max_num_batched_tokens
+        .max(max_model_len.min(2048));
     let bytes = (args.kv_cache_memory * (1u64 << 30) as f64) as usize;
-    config.cache.num_blocks = EngineConfig::num_blocks_for_memory(&loaded, config.cache.block_size, bytes);
+    config.cache.num_blocks =
+        EngineConfig::num_blocks_for_memory(&loaded, config.cache.block_size, bytes);
     Ok(EngineHandle::start(Arc::new(loaded), config)?)
 }
 
@@ -207,7 +228,9 @@ fn run_eval(args: RunArgs) -> Result<std::process::ExitCode> {
         }
         None => {
             if cache.is_some() {
-                tracing::info!("the model loads even with --use-cache; cached requests make no model calls");
+                tracing::info!(
+                    "the model loads even with --use-cache; cached requests make no model calls"
+                );
             }
             let handle = start_engine(&args)?;
             let c = handle.config();
@@ -220,7 +243,14 @@ fn run_eval(args: RunArgs) -> Result<std::process::ExitCode> {
                 "enable_prefix_caching": c.cache.enable_prefix_caching,
                 "enable_chunked_prefill": c.scheduler.enable_chunked_prefill,
             });
-            (Box::new(LocalBackend::new(handle, concurrency, args.apply_chat_template)?), ec)
+            (
+                Box::new(LocalBackend::new(
+                    handle,
+                    concurrency,
+                    args.apply_chat_template,
+                )?),
+                ec,
+            )
         }
     };
     let eval_opts = EvalOptions {
@@ -234,7 +264,10 @@ fn run_eval(args: RunArgs) -> Result<std::process::ExitCode> {
     let info = RunInfo {
         model: args.model.clone(),
         model_args: match &args.base_url {
-            Some(u) => format!("model={},base_url={u},num_concurrent={}", args.model, args.num_concurrent),
+            Some(u) => format!(
+                "model={},base_url={u},num_concurrent={}",
+                args.model, args.num_concurrent
+            ),
             None => format!("pretrained={}", args.model),
         },
         batch_size: concurrency,
@@ -265,7 +298,12 @@ fn run_eval(args: RunArgs) -> Result<std::process::ExitCode> {
         println!("{}", regression::render(&deltas, Some(args.max_drop)));
         let fails = regression::failures(&deltas, args.max_drop);
         if !fails.is_empty() {
-            eprintln!("regression: {} metric(s) dropped by more than {} against {}", fails.len(), args.max_drop, baseline.display());
+            eprintln!(
+                "regression: {} metric(s) dropped by more than {} against {}",
+                fails.len(),
+                args.max_drop,
+                baseline.display()
+            );
             return Ok(std::process::ExitCode::from(3));
         }
     }

@@ -14,7 +14,10 @@ pub struct Cache {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The cache key of a request for a model identity.
@@ -40,7 +43,9 @@ impl Cache {
     }
 
     pub fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Response>>> {
-        let mut stmt = self.conn.prepare_cached("SELECT response FROM responses WHERE key = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT response FROM responses WHERE key = ?1")?;
         keys.iter()
             .map(|k| {
                 let text: Option<String> = stmt.query_row(params![k], |r| r.get(0)).optional()?;
@@ -52,7 +57,9 @@ impl Cache {
     pub fn put_many(&self, entries: &[(&str, &Response)]) -> Result<()> {
         let tx = self.conn.unchecked_transaction()?;
         {
-            let mut stmt = tx.prepare_cached("INSERT OR REPLACE INTO responses (key, response) VALUES (?1, ?2)")?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO responses (key, response) VALUES (?1, ?2)",
+            )?;
             for (k, r) in entries {
                 stmt.execute(params![k, serde_json::to_string(r)?])?;
             }
@@ -62,7 +69,10 @@ impl Cache {
     }
 
     pub fn len(&self) -> Result<usize> {
-        Ok(self.conn.query_row("SELECT COUNT(*) FROM responses", [], |r| r.get::<_, i64>(0))? as usize)
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM responses", [], |r| r.get::<_, i64>(0))?
+            as usize)
     }
 
     pub fn is_empty(&self) -> Result<bool> {

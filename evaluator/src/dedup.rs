@@ -82,7 +82,12 @@ impl MinHasher {
         let sh = shingles(text);
         self.perms
             .iter()
-            .map(|(a, b)| sh.iter().map(|h| a.wrapping_mul(*h).wrapping_add(*b)).min().unwrap_or(u64::MAX))
+            .map(|(a, b)| {
+                sh.iter()
+                    .map(|h| a.wrapping_mul(*h).wrapping_add(*b))
+                    .min()
+                    .unwrap_or(u64::MAX)
+            })
             .collect()
     }
 
@@ -153,9 +158,19 @@ pub fn find_duplicates(docs: &[String], threshold: f64, num_perm: usize) -> Vec<
 }
 
 /// For each eval document, the reference document it overlaps with (exact or near), if any.
-pub fn find_overlap(eval: &[String], reference: &[String], threshold: f64, num_perm: usize) -> Vec<Option<Dup>> {
+pub fn find_overlap(
+    eval: &[String],
+    reference: &[String],
+    threshold: f64,
+    num_perm: usize,
+) -> Vec<Option<Dup>> {
     let mh = MinHasher::new(num_perm, threshold);
-    let exact: HashMap<[u8; 32], usize> = reference.iter().enumerate().map(|(i, d)| (exact_key(d), i)).rev().collect();
+    let exact: HashMap<[u8; 32], usize> = reference
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (exact_key(d), i))
+        .rev()
+        .collect();
     let ref_sigs: Vec<Vec<u64>> = reference.iter().map(|d| mh.signature(d)).collect();
     let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
     for (i, s) in ref_sigs.iter().enumerate() {
@@ -185,7 +200,10 @@ pub fn find_overlap(eval: &[String], reference: &[String], threshold: f64, num_p
 
 /// Texts of a dataset file: JSON lines (the `field` of each object, or the line's JSON text) or plain
 /// text (one document per line).
-pub fn read_texts(path: &std::path::Path, field: &str) -> crate::Result<(Vec<String>, Vec<String>)> {
+pub fn read_texts(
+    path: &std::path::Path,
+    field: &str,
+) -> crate::Result<(Vec<String>, Vec<String>)> {
     let text = std::fs::read_to_string(path).map_err(|source| crate::Error::Io {
         context: format!("reading {}", path.display()),
         source,
@@ -195,10 +213,11 @@ pub fn read_texts(path: &std::path::Path, field: &str) -> crate::Result<(Vec<Str
     let is_jsonl = path.extension().is_some_and(|e| e == "jsonl");
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let t = if is_jsonl {
-            let v: serde_json::Value = serde_json::from_str(line).map_err(|e| crate::Error::BadData {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
+            let v: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| crate::Error::BadData {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
             match v.get(field) {
                 Some(serde_json::Value::String(s)) => s.clone(),
                 Some(other) => other.to_string(),
@@ -218,7 +237,10 @@ mod tests {
     use super::*;
 
     fn words(n: usize, seed: u64) -> String {
-        (0..n).map(|i| format!("w{}", splitmix(seed * 1000 + i as u64) % 5000)).collect::<Vec<_>>().join(" ")
+        (0..n)
+            .map(|i| format!("w{}", splitmix(seed * 1000 + i as u64) % 5000))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     #[test]

@@ -98,7 +98,11 @@ pub struct EvalOutput {
     pub backend: Value,
 }
 
-pub fn evaluate(resolved: &Resolved, backend: &dyn Backend, opts: &EvalOptions) -> Result<EvalOutput> {
+pub fn evaluate(
+    resolved: &Resolved,
+    backend: &dyn Backend,
+    opts: &EvalOptions,
+) -> Result<EvalOutput> {
     let start = Instant::now();
     let per_task: Vec<Vec<Sample>> = resolved
         .tasks
@@ -121,7 +125,12 @@ pub fn evaluate(resolved: &Resolved, backend: &dyn Backend, opts: &EvalOptions) 
     let cache_hits = responses.iter().filter(|r| r.is_some()).count();
     let missing: Vec<usize> = (0..all.len()).filter(|i| responses[*i].is_none()).collect();
     let todo: Vec<Request> = missing.iter().map(|&i| all[i].clone()).collect();
-    tracing::info!(requests = all.len(), cache_hits, to_run = todo.len(), "evaluating");
+    tracing::info!(
+        requests = all.len(),
+        cache_hits,
+        to_run = todo.len(),
+        "evaluating"
+    );
     let bar = if opts.progress && !todo.is_empty() {
         let bar = indicatif::ProgressBar::new(todo.len() as u64);
         bar.set_style(
@@ -158,7 +167,9 @@ pub fn evaluate(resolved: &Resolved, backend: &dyn Backend, opts: &EvalOptions) 
     for (&i, r) in missing.iter().zip(answered) {
         responses[i] = Some(r);
     }
-    let mut responses = responses.into_iter().map(|r| r.expect("every request answered"));
+    let mut responses = responses
+        .into_iter()
+        .map(|r| r.expect("every request answered"));
 
     let mut tasks = Vec::new();
     for (task, samples) in resolved.tasks.iter().zip(per_task) {

@@ -102,9 +102,13 @@ mod tests {
         for n in 1..=12usize {
             for c in 0..=n {
                 for k in 1..=n {
-                    let want = 1.0 - binomial((n - c) as u64, k as u64) / binomial(n as u64, k as u64);
+                    let want =
+                        1.0 - binomial((n - c) as u64, k as u64) / binomial(n as u64, k as u64);
                     let got = pass_at_k(n, c, k);
-                    assert!((got - want).abs() < 1e-12, "n={n} c={c} k={k}: {got} vs {want}");
+                    assert!(
+                        (got - want).abs() < 1e-12,
+                        "n={n} c={c} k={k}: {got} vs {want}"
+                    );
                 }
             }
         }

@@ -27,9 +27,14 @@ fn is_metric(key: &str) -> bool {
 /// Deltas of every metric present in both results documents (by task and metric key).
 pub fn compare(old: &Value, new: &Value) -> Result<Vec<Delta>> {
     let get = |v: &Value, which: &str| {
-        v.get("results").and_then(Value::as_object).cloned().ok_or_else(|| {
-            Error::InvalidArgument(format!("the {which} file has no `results` object (not an lm-eval results file?)"))
-        })
+        v.get("results")
+            .and_then(Value::as_object)
+            .cloned()
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the {which} file has no `results` object (not an lm-eval results file?)"
+                ))
+            })
     };
     let (o, n) = (get(old, "baseline")?, get(new, "new")?);
     let mut out = Vec::new();
@@ -67,7 +72,15 @@ pub fn render(deltas: &[Delta], max_drop: Option<f64>) -> String {
     use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["Task", "Metric", "Baseline", "New", "Delta", "± Stderr", "Status"]);
+    t.set_header(vec![
+        "Task",
+        "Metric",
+        "Baseline",
+        "New",
+        "Delta",
+        "± Stderr",
+        "Status",
+    ]);
     for d in deltas {
         let status = match max_drop {
             Some(m) if d.change() < -m => "REGRESSION",
@@ -91,7 +104,8 @@ pub fn read_results(path: &std::path::Path) -> Result<Value> {
         context: format!("reading {}", path.display()),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::InvalidArgument(format!("{} is not JSON: {e}", path.display())))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidArgument(format!("{} is not JSON: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -59,15 +59,35 @@ pub fn results_json(out: &EvalOutput, info: &RunInfo) -> Value {
         n_shot.insert(t.name.clone(), json!(t.num_fewshot));
         hib.insert(
             t.name.clone(),
-            Value::Object(t.metrics.iter().map(|m| (m.name().to_string(), json!(m.higher_is_better))).collect()),
+            Value::Object(
+                t.metrics
+                    .iter()
+                    .map(|m| (m.name().to_string(), json!(m.higher_is_better)))
+                    .collect(),
+            ),
         );
-        n_samples.insert(t.name.clone(), json!({"original": t.n_original, "effective": t.n_effective}));
+        n_samples.insert(
+            t.name.clone(),
+            json!({"original": t.n_original, "effective": t.n_effective}),
+        );
     }
     let secs = out.duration.as_secs_f64();
     let st = out.backend_stats;
-    let per_min = if secs > 0.0 { out.model_calls as f64 * 60.0 / secs } else { 0.0 };
-    let tok_s = if secs > 0.0 { (st.prompt_tokens + st.generated_tokens) as f64 / secs } else { 0.0 };
-    let gen_tok_s = if secs > 0.0 { st.generated_tokens as f64 / secs } else { 0.0 };
+    let per_min = if secs > 0.0 {
+        out.model_calls as f64 * 60.0 / secs
+    } else {
+        0.0
+    };
+    let tok_s = if secs > 0.0 {
+        (st.prompt_tokens + st.generated_tokens) as f64 / secs
+    } else {
+        0.0
+    };
+    let gen_tok_s = if secs > 0.0 {
+        st.generated_tokens as f64 / secs
+    } else {
+        0.0
+    };
     json!({
         "results": results,
         "groups": Value::Object(out.groups.iter().map(|g| (g.name.clone(), group_json(g))).collect()),
@@ -113,7 +133,10 @@ pub fn results_path(output: &Path, stamp: &str) -> (PathBuf, PathBuf) {
         let dir = output.parent().map(Path::to_path_buf).unwrap_or_default();
         (output.to_path_buf(), dir)
     } else {
-        (output.join(format!("results_{stamp}.json")), output.to_path_buf())
+        (
+            output.join(format!("results_{stamp}.json")),
+            output.to_path_buf(),
+        )
     }
 }
 
@@ -125,7 +148,12 @@ pub fn stamp() -> String {
         .unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!("{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}-{:02}-{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
@@ -165,7 +193,15 @@ pub fn write_samples(dir: &Path, tasks: &[TaskResult], stamp: &str) -> Result<Ve
 pub fn table(out: &EvalOutput) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["Task", "n-shot", "n", "Metric", "Filter", "Value", "± Stderr"]);
+    t.set_header(vec![
+        "Task",
+        "n-shot",
+        "n",
+        "Metric",
+        "Filter",
+        "Value",
+        "± Stderr",
+    ]);
     let mut row = |name: &str, shot: String, n: usize, a: &Aggregate| {
         let (metric, filter) = a.key.split_once(',').unwrap_or((&a.key, "none"));
         t.add_row(vec![
@@ -178,7 +214,11 @@ pub fn table(out: &EvalOutput) -> String {
             Cell::new(format!("{:.4}", a.stderr)).set_alignment(CellAlignment::Right),
         ]);
     };
-    let in_group = |name: &str| out.groups.iter().any(|g| g.members.iter().any(|m| m == name));
+    let in_group = |name: &str| {
+        out.groups
+            .iter()
+            .any(|g| g.members.iter().any(|m| m == name))
+    };
     for g in &out.groups {
         for a in &g.aggregates {
             row(&g.name, String::new(), g.n, a);
@@ -192,7 +232,12 @@ pub fn table(out: &EvalOutput) -> String {
             continue;
         }
         for a in &task.aggregates {
-            row(&task.name, task.num_fewshot.to_string(), task.n_effective, a);
+            row(
+                &task.name,
+                task.num_fewshot.to_string(),
+                task.n_effective,
+                a,
+            );
         }
         if let Some(a) = task.aggregates.first() {
             firsts.push(a.value);

@@ -46,7 +46,8 @@ fn can_unshare_net() -> bool {
 
 /// Runs `program`; passes when it exits 0 within the limits.
 pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome> {
-    let dir = tempfile::tempdir().map_err(|e| Error::Sandbox(format!("creating a temporary directory: {e}")))?;
+    let dir = tempfile::tempdir()
+        .map_err(|e| Error::Sandbox(format!("creating a temporary directory: {e}")))?;
     let path = dir.path().join("program.py");
     std::fs::File::create(&path)
         .and_then(|mut f| f.write_all(program.as_bytes()))
@@ -68,7 +69,10 @@ pub fn run_python(program: &str, limits: &Limits) -> Result<Outcome> {
     let mut child = cmd
         .current_dir(dir.path())
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()))
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -110,12 +114,21 @@ mod tests {
             wall: Duration::from_secs(5),
             memory_mb: 512,
         };
-        assert_eq!(run_python("assert 1 + 1 == 2\n", &l).unwrap(), Outcome::Passed);
-        assert!(matches!(run_python("assert 1 + 1 == 3\n", &l).unwrap(), Outcome::Failed(_)));
+        assert_eq!(
+            run_python("assert 1 + 1 == 2\n", &l).unwrap(),
+            Outcome::Passed
+        );
+        assert!(matches!(
+            run_python("assert 1 + 1 == 3\n", &l).unwrap(),
+            Outcome::Failed(_)
+        ));
         let short = Limits {
             wall: Duration::from_millis(300),
             memory_mb: 512,
         };
-        assert_eq!(run_python("while True: pass\n", &short).unwrap(), Outcome::TimedOut);
+        assert_eq!(
+            run_python("while True: pass\n", &short).unwrap(),
+            Outcome::TimedOut
+        );
     }
 }

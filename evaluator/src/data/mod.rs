@@ -17,7 +17,9 @@ pub fn ember_home() -> PathBuf {
     if let Some(h) = std::env::var_os("EMBER_HOME").filter(|h| !h.is_empty()) {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("ember")
 }
 
@@ -80,14 +82,17 @@ pub fn write_jsonl_file(path: &Path, rows: &[Value]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).io_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).io_context(|| format!("writing in {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .io_context(|| format!("writing in {}", dir.display()))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         for row in rows {
             serde_json::to_writer(&mut w, row)?;
-            w.write_all(b"\n").io_context(|| format!("writing {}", path.display()))?;
+            w.write_all(b"\n")
+                .io_context(|| format!("writing {}", path.display()))?;
         }
-        w.flush().io_context(|| format!("writing {}", path.display()))?;
+        w.flush()
+            .io_context(|| format!("writing {}", path.display()))?;
     }
     tmp.persist(path).map_err(|e| Error::Io {
         context: format!("writing {}", path.display()),

@@ -88,14 +88,19 @@ impl Inner {
                 Failure::Retry(message) if attempt < self.opts.max_retries => {
                     let wait = self.opts.backoff * 2u32.saturating_pow(attempt);
                     tracing::warn!(%url, %message, attempt, ?wait, "retrying");
-                    self.counters.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.counters
+                        .retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
                 Failure::Retry(message) => {
                     return Err(Error::Http {
                         url,
-                        message: format!("{message} (gave up after {} retries)", self.opts.max_retries),
+                        message: format!(
+                            "{message} (gave up after {} retries)",
+                            self.opts.max_retries
+                        ),
                     })
                 }
                 Failure::Fatal(message) => return Err(Error::Http { url, message }),
@@ -126,7 +131,8 @@ impl Inner {
         if !status.is_success() {
             return Err(Failure::Fatal(format!("HTTP {status}: {}", snippet(&text))));
         }
-        serde_json::from_str(&text).map_err(|e| Failure::Fatal(format!("invalid JSON ({e}): {}", snippet(&text))))
+        serde_json::from_str(&text)
+            .map_err(|e| Failure::Fatal(format!("invalid JSON ({e}): {}", snippet(&text))))
     }
 
     async fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
@@ -135,13 +141,19 @@ impl Inner {
         v["tokens"]
             .as_array()
             .and_then(|a| a.iter().map(|t| t.as_u64().map(|t| t as u32)).collect())
-            .ok_or_else(|| Error::Backend(format!("/tokenize answered without `tokens`: {}", snippet(&v.to_string()))))
+            .ok_or_else(|| {
+                Error::Backend(format!(
+                    "/tokenize answered without `tokens`: {}",
+                    snippet(&v.to_string())
+                ))
+            })
     }
 
     async fn loglikelihood(&self, context: &str, continuation: &str) -> Result<Response> {
         if self.opts.apply_chat_template {
             return Err(Error::InvalidArgument(
-                "--apply-chat-template with loglikelihood tasks is only supported in-process".into(),
+                "--apply-chat-template with loglikelihood tasks is only supported in-process"
+                    .into(),
             ));
         }
         let (ctx_text, cont_text) = split_whitespace(context, continuation);
@@ -156,7 +168,9 @@ impl Inner {
         let ctx_len = self.tokenize(&ctx_text).await?.len().min(whole.len());
         let (ctx, cont) = (whole[..ctx_len].to_vec(), whole[ctx_len..].to_vec());
         if cont.is_empty() {
-            return Err(Error::Backend(format!("the continuation {continuation:?} encodes to no tokens")));
+            return Err(Error::Backend(format!(
+                "the continuation {continuation:?} encodes to no tokens"
+            )));
         }
         let mut ids = ctx;
         ids.extend_from_slice(&cont);
@@ -168,7 +182,10 @@ impl Inner {
         let v = self.post("/v1/completions", &body).await?;
         let lp = &v["choices"][0]["logprobs"];
         let token_lps = lp["token_logprobs"].as_array().ok_or_else(|| {
-            Error::Backend(format!("completion without logprobs.token_logprobs: {}", snippet(&v.to_string())))
+            Error::Backend(format!(
+                "completion without logprobs.token_logprobs: {}",
+                snippet(&v.to_string())
+            ))
         })?;
         let tops = lp["top_logprobs"].as_array();
         if token_lps.len() < n {
@@ -188,7 +205,11 @@ impl Inner {
             let top_max = tops
                 .and_then(|t| t.get(i))
                 .and_then(Value::as_object)
-                .map(|o| o.values().filter_map(Value::as_f64).fold(f64::NEG_INFINITY, f64::max));
+                .map(|o| {
+                    o.values()
+                        .filter_map(Value::as_f64)
+                        .fold(f64::NEG_INFINITY, f64::max)
+                });
             if let Some(m) = top_max {
                 if lp < m {
                     greedy = false;
@@ -223,10 +244,18 @@ impl Inner {
         let text = choice["text"]
             .as_str()
             .or_else(|| choice["message"]["content"].as_str())
-            .ok_or_else(|| Error::Backend(format!("a completion without text: {}", snippet(&v.to_string()))))?
+            .ok_or_else(|| {
+                Error::Backend(format!(
+                    "a completion without text: {}",
+                    snippet(&v.to_string())
+                ))
+            })?
             .to_string();
         let generated = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
-        let prompt = v["usage"]["prompt_tokens"].as_u64().map(|p| p as usize).unwrap_or(prompt_tokens);
+        let prompt = v["usage"]["prompt_tokens"]
+            .as_u64()
+            .map(|p| p as usize)
+            .unwrap_or(prompt_tokens);
         self.counters.add(prompt, generated);
         Ok(Response::Generate {
             text,
@@ -252,7 +281,9 @@ impl HttpBackend {
     pub fn new(opts: HttpOptions) -> Result<Self> {
         let root = server_root(&opts.base_url)?;
         if opts.concurrency == 0 {
-            return Err(Error::InvalidArgument("--num-concurrent must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "--num-concurrent must be at least 1".into(),
+            ));
         }
         let client = reqwest::Client::builder()
             .timeout(opts.timeout)
@@ -309,7 +340,10 @@ impl HttpBackend {
                 if attempt >= inner.opts.max_retries {
                     return Err(Error::Http {
                         url,
-                        message: format!("{err} (gave up after {} retries)", inner.opts.max_retries),
+                        message: format!(
+                            "{err} (gave up after {} retries)",
+                            inner.opts.max_retries
+                        ),
                     });
                 }
                 tokio::time::sleep(inner.opts.backoff * 2u32.saturating_pow(attempt)).await;
@@ -321,18 +355,26 @@ impl HttpBackend {
 
 impl Backend for HttpBackend {
     fn run(&self, requests: &[Request], on_done: &(dyn Fn(usize) + Sync)) -> Result<Vec<Response>> {
-        run_concurrent(&self.rt, requests, self.inner.opts.concurrency, on_done, |_, req| {
-            let inner = self.inner.clone();
-            async move {
-                match &req {
-                    Request::Loglikelihood {
-                        context,
-                        continuation,
-                    } => inner.loglikelihood(context, continuation).await,
-                    Request::Generate { context, params } => inner.generate(context, params).await,
+        run_concurrent(
+            &self.rt,
+            requests,
+            self.inner.opts.concurrency,
+            on_done,
+            |_, req| {
+                let inner = self.inner.clone();
+                async move {
+                    match &req {
+                        Request::Loglikelihood {
+                            context,
+                            continuation,
+                        } => inner.loglikelihood(context, continuation).await,
+                        Request::Generate { context, params } => {
+                            inner.generate(context, params).await
+                        }
+                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     fn describe(&self) -> Value {

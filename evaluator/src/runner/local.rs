@@ -30,7 +30,11 @@ struct Inner {
 impl LocalBackend {
     /// `concurrency`: requests in flight at once (`--batch-size`). With `apply_chat_template`, each
     /// context becomes one user message rendered with the model's chat template.
-    pub fn new(handle: EngineHandle, concurrency: usize, apply_chat_template: bool) -> Result<Self> {
+    pub fn new(
+        handle: EngineHandle,
+        concurrency: usize,
+        apply_chat_template: bool,
+    ) -> Result<Self> {
         let tokenizer = &handle.model().tokenizer;
         let template = if apply_chat_template {
             Some(ChatTemplate::for_tokenizer(tokenizer)?)
@@ -85,11 +89,23 @@ impl Inner {
         self.handle.config().scheduler.max_model_len
     }
 
-    async fn loglikelihood(&self, id: String, context: &str, continuation: &str) -> Result<Response> {
+    async fn loglikelihood(
+        &self,
+        id: String,
+        context: &str,
+        continuation: &str,
+    ) -> Result<Response> {
         let context = self.render(context)?;
-        let (ctx, cont) = split_tokens(&context, continuation, |s| self.encode(s), self.prefix_token)?;
+        let (ctx, cont) = split_tokens(
+            &context,
+            continuation,
+            |s| self.encode(s),
+            self.prefix_token,
+        )?;
         if cont.is_empty() {
-            return Err(Error::Backend(format!("the continuation {continuation:?} encodes to no tokens")));
+            return Err(Error::Backend(format!(
+                "the continuation {continuation:?} encodes to no tokens"
+            )));
         }
         let mut ids = ctx;
         ids.extend_from_slice(&cont);
@@ -99,7 +115,9 @@ impl Inner {
             ids.drain(..ids.len() - room);
         }
         if cont.len() >= ids.len() {
-            return Err(Error::Backend("the continuation alone exceeds the model's context".into()));
+            return Err(Error::Backend(
+                "the continuation alone exceeds the model's context".into(),
+            ));
         }
         let sampling = SamplingParams {
             temperature: 0.0,
@@ -113,19 +131,27 @@ impl Inner {
             .submit(EngineRequest::new(id, ids, sampling))?
             .collect_outputs()
             .await?;
-        let out = outputs.first().ok_or_else(|| Error::Backend("the engine returned no output".into()))?;
+        let out = outputs
+            .first()
+            .ok_or_else(|| Error::Backend("the engine returned no output".into()))?;
         let plp = out
             .prompt_logprobs
             .as_ref()
             .ok_or_else(|| Error::Backend("the engine returned no prompt logprobs".into()))?;
         // prompt_logprobs[i] scores prompt token i + 1.
         if plp.len() != n - 1 {
-            return Err(Error::Backend(format!("{} prompt logprobs for {n} prompt tokens", plp.len())));
+            return Err(Error::Backend(format!(
+                "{} prompt logprobs for {n} prompt tokens",
+                plp.len()
+            )));
         }
         let scored = &plp[n - 1 - cont.len()..];
         let greedy = scored.iter().all(|t| t.rank == 1);
         self.counters.add(n, out.num_output_tokens);
-        Ok(loglikelihood_response(scored.iter().map(|t| t.logprob as f64).collect(), greedy))
+        Ok(loglikelihood_response(
+            scored.iter().map(|t| t.logprob as f64).collect(),
+            greedy,
+        ))
     }
 
     async fn generate(&self, id: String, context: &str, params: &GenParams) -> Result<Response> {
@@ -155,7 +181,9 @@ impl Inner {
             .submit(EngineRequest::new(id, ids, sampling))?
             .collect_outputs()
             .await?;
-        let out = outputs.first().ok_or_else(|| Error::Backend("the engine returned no output".into()))?;
+        let out = outputs
+            .first()
+            .ok_or_else(|| Error::Backend("the engine returned no output".into()))?;
         self.counters.add(n, out.num_output_tokens);
         Ok(Response::Generate {
             text: out.text_delta.clone(),
@@ -168,7 +196,9 @@ impl Backend for LocalBackend {
     fn run(&self, requests: &[Request], on_done: &(dyn Fn(usize) + Sync)) -> Result<Vec<Response>> {
         run_concurrent(&self.rt, requests, self.concurrency, on_done, |_, req| {
             let inner = self.inner.clone();
-            let seq = inner.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let seq = inner
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let id = format!("eval-{}-{seq}", inner.run_id);
             async move {
                 match &req {
@@ -176,7 +206,9 @@ impl Backend for LocalBackend {
                         context,
                         continuation,
                     } => inner.loglikelihood(id, context, continuation).await,
-                    Request::Generate { context, params } => inner.generate(id, context, params).await,
+                    Request::Generate { context, params } => {
+                        inner.generate(id, context, params).await
+                    }
                 }
             }
         })

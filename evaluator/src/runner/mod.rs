@@ -24,8 +24,10 @@ pub struct Counters {
 impl Counters {
     pub fn add(&self, prompt: usize, generated: usize) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.prompt_tokens.fetch_add(prompt as u64, Ordering::Relaxed);
-        self.generated_tokens.fetch_add(generated as u64, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(prompt as u64, Ordering::Relaxed);
+        self.generated_tokens
+            .fetch_add(generated as u64, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> Stats {
@@ -102,7 +104,8 @@ where
                 Some(Err(e)) if e.is_cancelled() => {}
                 Some(Err(e)) => {
                     if first_error.is_none() {
-                        first_error = Some(crate::Error::Backend(format!("a request task failed: {e}")));
+                        first_error =
+                            Some(crate::Error::Backend(format!("a request task failed: {e}")));
                     }
                 }
                 None => {
@@ -117,7 +120,9 @@ where
         }
         out.into_iter()
             .enumerate()
-            .map(|(i, r)| r.ok_or_else(|| crate::Error::Backend(format!("request {i} got no response"))))
+            .map(|(i, r)| {
+                r.ok_or_else(|| crate::Error::Backend(format!("request {i} got no response")))
+            })
             .collect()
     })
 }

@@ -15,7 +15,10 @@ pub fn load(name: &str, store: &DataStore, opts: &TaskOptions) -> Result<Multipl
             let doc = &r["doc"];
             let query = field_str(doc, "query", &rel)?;
             let choices = field_strs(doc, "choices", &rel)?;
-            let gold = doc["gold"].as_u64().map(|g| g as usize).filter(|g| *g < choices.len());
+            let gold = doc["gold"]
+                .as_u64()
+                .map(|g| g as usize)
+                .filter(|g| *g < choices.len());
             let gold = gold.ok_or_else(|| Error::BadData {
                 path: rel.clone(),
                 message: "a document has no valid `gold`".into(),
@@ -29,7 +32,11 @@ pub fn load(name: &str, store: &DataStore, opts: &TaskOptions) -> Result<Multipl
         })
         .collect::<Result<Vec<_>>>()?;
     let k = opts.num_fewshot.unwrap_or(0);
-    let dataset = if name == "arc_easy" { "ai2_arc/ARC-Easy" } else { "ai2_arc/ARC-Challenge" };
+    let dataset = if name == "arc_easy" {
+        "ai2_arc/ARC-Easy"
+    } else {
+        "ai2_arc/ARC-Challenge"
+    };
     Ok(MultipleChoiceTask {
         name: name.to_string(),
         docs: build_mc(items, "", k),

@@ -58,7 +58,11 @@ pub fn humaneval_program(doc: &Value, completion: &str) -> Result<String> {
 pub fn mbpp_program(doc: &Value, completion: &str) -> Result<String> {
     let setup = doc["test_setup_code"].as_str().unwrap_or("");
     let tests = super::field_strs(doc, "test_list", "mbpp")?;
-    Ok(format!("{}\n{setup}\n{}\n", extract_code(completion), tests.join("\n")))
+    Ok(format!(
+        "{}\n{setup}\n{}\n",
+        extract_code(completion),
+        tests.join("\n")
+    ))
 }
 
 fn load(kind: Kind, store: &DataStore, opts: &TaskOptions) -> Result<CodeTask> {
@@ -71,7 +75,10 @@ fn load(kind: Kind, store: &DataStore, opts: &TaskOptions) -> Result<CodeTask> {
             "{name} runs model-written code; pass --allow-code-execution to allow it"
         )));
     }
-    if opts.num_fewshot.is_some_and(|k| k != if kind == Kind::Mbpp { 3 } else { 0 }) {
+    if opts
+        .num_fewshot
+        .is_some_and(|k| k != if kind == Kind::Mbpp { 3 } else { 0 })
+    {
         return Err(Error::InvalidArgument(format!(
             "{name} has a fixed prompt ({} examples); --num-fewshot cannot change it",
             if kind == Kind::Mbpp { 3 } else { 0 }
@@ -81,7 +88,9 @@ fn load(kind: Kind, store: &DataStore, opts: &TaskOptions) -> Result<CodeTask> {
     let repeats = opts.repeats.unwrap_or(1).max(1);
     let mut params = match kind {
         Kind::HumanEval => GenParams {
-            until: ["\nclass", "\ndef", "\n#", "\nif", "\nprint"].map(String::from).to_vec(),
+            until: ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]
+                .map(String::from)
+                .to_vec(),
             max_gen_toks: 1024,
             ..GenParams::default()
         },
@@ -147,7 +156,10 @@ impl Task for CodeTask {
         }
     }
     fn metrics(&self) -> Vec<MetricSpec> {
-        self.ks.iter().map(|k| MetricSpec::new(&format!("pass@{k}"), "create_test")).collect()
+        self.ks
+            .iter()
+            .map(|k| MetricSpec::new(&format!("pass@{k}"), "create_test"))
+            .collect()
     }
     fn config(&self) -> Value {
         json!({
@@ -187,12 +199,16 @@ impl Task for CodeTask {
     }
     fn score(&self, sample: &Sample, responses: &[Response]) -> Result<SampleScore> {
         if !self.allow_code_execution {
-            return Err(Error::InvalidArgument("code execution is not allowed".into()));
+            return Err(Error::InvalidArgument(
+                "code execution is not allowed".into(),
+            ));
         }
         let mut passed = 0;
         let mut outcomes = Vec::new();
         for r in responses {
-            let text = r.text().ok_or_else(|| Error::Backend("expected a generation".into()))?;
+            let text = r
+                .text()
+                .ok_or_else(|| Error::Backend("expected a generation".into()))?;
             let program = match self.kind {
                 Kind::HumanEval => humaneval_program(&sample.doc, text)?,
                 Kind::Mbpp => mbpp_program(&sample.doc, text)?,
@@ -225,9 +241,19 @@ mod tests {
         assert!(p.ends_with("check(add)\n"));
         assert_eq!(run_python(&p, &Limits::default()).unwrap(), Outcome::Passed);
         let wrong = humaneval_program(&doc, "    return a - b\n").unwrap();
-        assert!(matches!(run_python(&wrong, &Limits::default()).unwrap(), Outcome::Failed(_)));
+        assert!(matches!(
+            run_python(&wrong, &Limits::default()).unwrap(),
+            Outcome::Failed(_)
+        ));
         // A chat answer restating the function in a fenced block.
-        let chat = humaneval_program(&doc, "Sure:\n```python\ndef add(a, b):\n    return b + a\n```\n").unwrap();
-        assert_eq!(run_python(&chat, &Limits::default()).unwrap(), Outcome::Passed);
+        let chat = humaneval_program(
+            &doc,
+            "Sure:\n```python\ndef add(a, b):\n    return b + a\n```\n",
+        )
+        .unwrap();
+        assert_eq!(
+            run_python(&chat, &Limits::default()).unwrap(),
+            Outcome::Passed
+        );
     }
 }

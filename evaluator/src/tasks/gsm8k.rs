@@ -59,7 +59,8 @@ pub fn exact_match(prediction: &str, reference: &str) -> bool {
 /// The solved examples inside an oe-eval gsm8k context, rewritten as "Question: q\nAnswer: r\n#### n".
 pub fn shots_from_context(context: &str) -> Vec<String> {
     let parts: Vec<&str> = context.split("\n\nQuestion: ").collect();
-    let answer_re = Regex::new(r"(?s)^(.*?)\s*So the answer is ([^\n]*?)\.?\s*$").expect("valid regex");
+    let answer_re =
+        Regex::new(r"(?s)^(.*?)\s*So the answer is ([^\n]*?)\.?\s*$").expect("valid regex");
     parts[..parts.len().saturating_sub(1)]
         .iter()
         .filter_map(|p| {
@@ -148,7 +149,8 @@ impl Task for Gsm8k {
             .enumerate()
             .map(|(doc_id, d)| {
                 let q = field_str(d, "question", "gsm8k")?;
-                let ctx = super::fewshot::context("", &self.shots, &format!("Question: {q}\nAnswer:"));
+                let ctx =
+                    super::fewshot::context("", &self.shots, &format!("Question: {q}\nAnswer:"));
                 Ok(Sample {
                     doc_id,
                     doc: d.clone(),
@@ -167,8 +169,14 @@ impl Task for Gsm8k {
         let flexible = flexible_extract(text);
         Ok(SampleScore {
             metrics: vec![
-                ("exact_match,strict-match".into(), exact_match(&strict, &sample.target) as u8 as f64),
-                ("exact_match,flexible-extract".into(), exact_match(&flexible, &sample.target) as u8 as f64),
+                (
+                    "exact_match,strict-match".into(),
+                    exact_match(&strict, &sample.target) as u8 as f64,
+                ),
+                (
+                    "exact_match,flexible-extract".into(),
+                    exact_match(&flexible, &sample.target) as u8 as f64,
+                ),
             ],
             filtered: json!({"strict-match": strict, "flexible-extract": flexible}),
         })
@@ -208,6 +216,12 @@ mod tests {
     fn shots_are_rewritten_in_gsm8k_format() {
         let ctx = "Question: A?\nAnswer: 1 + 1 = 2. So the answer is 2.\n\nQuestion: B?\nAnswer: So the answer is 3.\n\nQuestion: Mine?\nAnswer:";
         let s = shots_from_context(ctx);
-        assert_eq!(s, vec!["Question: A?\nAnswer: 1 + 1 = 2.\n#### 2", "Question: B?\nAnswer: \n#### 3"]);
+        assert_eq!(
+            s,
+            vec![
+                "Question: A?\nAnswer: 1 + 1 = 2.\n#### 2",
+                "Question: B?\nAnswer: \n#### 3"
+            ]
+        );
     }
 }

@@ -29,7 +29,10 @@ pub fn preprocess(text: &str) -> String {
 pub fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars.flat_map(char::to_lowercase)).collect(),
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.flat_map(char::to_lowercase))
+            .collect(),
         None => String::new(),
     }
 }
@@ -46,7 +49,10 @@ pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask>
                 capitalize(&field_str(d, "ctx_b", rel)?)
             );
             let query = preprocess(&format!("{}: {ctx}", field_str(d, "activity_label", rel)?));
-            let choices: Vec<String> = field_strs(d, "endings", rel)?.iter().map(|e| preprocess(e)).collect();
+            let choices: Vec<String> = field_strs(d, "endings", rel)?
+                .iter()
+                .map(|e| preprocess(e))
+                .collect();
             let gold = field_str(d, "label", rel)?
                 .parse::<usize>()
                 .ok()
@@ -69,7 +75,13 @@ pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask>
         docs: build_mc(items, "", k),
         num_fewshot: k,
         acc_norm: true,
-        config: mc_config("hellaswag", "hellaswag", "validation", k, &["acc", "acc_norm"]),
+        config: mc_config(
+            "hellaswag",
+            "hellaswag",
+            "validation",
+            k,
+            &["acc", "acc_norm"],
+        ),
     })
 }
 

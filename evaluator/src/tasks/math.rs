@@ -5,7 +5,9 @@
 
 use serde_json::{json, Value};
 
-use super::{apply_gen_kwargs, field_str, Aggregate, MetricSpec, Sample, SampleScore, Task, TaskOptions};
+use super::{
+    apply_gen_kwargs, field_str, Aggregate, MetricSpec, Sample, SampleScore, Task, TaskOptions,
+};
 use crate::data::DataStore;
 use crate::metrics::{mean, mean_stderr};
 use crate::request::{GenParams, Request, Response};
@@ -41,8 +43,15 @@ pub fn extract_answer(text: &str) -> String {
     }
     if let Some(i) = text.rfind("final answer is") {
         let tail = text[i + "final answer is".len()..].trim();
-        let end = tail.find(". I hope").or_else(|| tail.find('\n')).unwrap_or(tail.len());
-        return tail[..end].trim().trim_end_matches('.').trim_matches('$').to_string();
+        let end = tail
+            .find(". I hope")
+            .or_else(|| tail.find('\n'))
+            .unwrap_or(tail.len());
+        return tail[..end]
+            .trim()
+            .trim_end_matches('.')
+            .trim_matches('$')
+            .to_string();
     }
     "[invalid]".to_string()
 }
@@ -71,7 +80,10 @@ fn fix_fracs(s: &str) -> String {
 
 /// Hendrycks' MATH `strip_string`, the normalisation lm-eval's minerva_math and Evalchemy build on.
 pub fn normalize(answer: &str) -> String {
-    let mut s = answer.replace('\n', "").replace("\\!", "").replace("\\\\", "\\");
+    let mut s = answer
+        .replace('\n', "")
+        .replace("\\!", "")
+        .replace("\\\\", "\\");
     s = s.replace("tfrac", "frac").replace("dfrac", "frac");
     s = s.replace("\\left", "").replace("\\right", "");
     s = s.replace("^{\\circ}", "").replace("^\\circ", "");
@@ -120,7 +132,13 @@ pub fn is_equiv(prediction: &str, reference: &str) -> bool {
         return true;
     }
     // Numbers written differently (e.g. "70" vs "070", "1,000" vs "1000").
-    let num = |s: &str| s.replace(',', "").replace("\\text{", "").trim_end_matches('}').parse::<f64>().ok();
+    let num = |s: &str| {
+        s.replace(',', "")
+            .replace("\\text{", "")
+            .trim_end_matches('}')
+            .parse::<f64>()
+            .ok()
+    };
     matches!((num(&p), num(&r)), (Some(a), Some(b)) if (a - b).abs() < 1e-9)
 }
 
@@ -132,9 +150,17 @@ pub struct MathTask {
     repeats: usize,
 }
 
-fn build(name: &'static str, docs: Vec<(String, String, Value)>, opts: &TaskOptions, repeats: usize, temperature: f64) -> Result<MathTask> {
+fn build(
+    name: &'static str,
+    docs: Vec<(String, String, Value)>,
+    opts: &TaskOptions,
+    repeats: usize,
+    temperature: f64,
+) -> Result<MathTask> {
     if opts.num_fewshot.is_some_and(|k| k > 0) {
-        return Err(Error::InvalidArgument(format!("{name} is 0-shot; --num-fewshot cannot change it")));
+        return Err(Error::InvalidArgument(format!(
+            "{name} is 0-shot; --num-fewshot cannot change it"
+        )));
     }
     let mut params = GenParams {
         until: Vec::new(),
@@ -176,7 +202,12 @@ pub fn load_aime25(store: &DataStore, opts: &TaskOptions) -> Result<MathTask> {
             let answer = match &d["answer"] {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
-                _ => return Err(Error::BadData { path: rel.into(), message: "a problem has no answer".into() }),
+                _ => {
+                    return Err(Error::BadData {
+                        path: rel.into(),
+                        message: "a problem has no answer".into(),
+                    })
+                }
             };
             Ok((field_str(&d, "question", rel)?, answer, d))
         })
@@ -227,27 +258,52 @@ impl Task for MathTask {
     fn score(&self, sample: &Sample, responses: &[Response]) -> Result<SampleScore> {
         let answers: Vec<String> = responses
             .iter()
-            .map(|r| r.text().map(extract_answer).ok_or_else(|| Error::Backend("expected a generation".into())))
+            .map(|r| {
+                r.text()
+                    .map(extract_answer)
+                    .ok_or_else(|| Error::Backend("expected a generation".into()))
+            })
             .collect::<Result<_>>()?;
-        let correct: Vec<f64> = answers.iter().map(|a| is_equiv(a, &sample.target) as u8 as f64).collect();
+        let correct: Vec<f64> = answers
+            .iter()
+            .map(|a| is_equiv(a, &sample.target) as u8 as f64)
+            .collect();
         let mut metrics = vec![("exact_match,none".to_string(), mean(&correct))];
         // Per-repeat values, for the across-repeats stderr.
         for (r, c) in correct.iter().enumerate() {
             metrics.push((format!("repeat{r}"), *c));
         }
-        Ok(SampleScore { metrics, filtered: json!(answers) })
+        Ok(SampleScore {
+            metrics,
+            filtered: json!(answers),
+        })
     }
     /// With repeats: accuracy of each repeat over the documents, then mean ± stderr across repeats.
     fn aggregate(&self, scores: &[SampleScore]) -> Vec<Aggregate> {
         let key = "exact_match,none".to_string();
         if self.repeats <= 1 {
             let v: Vec<f64> = scores.iter().filter_map(|s| s.get(&key)).collect();
-            return vec![Aggregate { key, value: mean(&v), stderr: mean_stderr(&v) }];
+            return vec![Aggregate {
+                key,
+                value: mean(&v),
+                stderr: mean_stderr(&v),
+            }];
         }
         let per_repeat: Vec<f64> = (0..self.repeats)
-            .map(|r| mean(&scores.iter().filter_map(|s| s.get(&format!("repeat{r}"))).collect::<Vec<_>>()))
+            .map(|r| {
+                mean(
+                    &scores
+                        .iter()
+                        .filter_map(|s| s.get(&format!("repeat{r}")))
+                        .collect::<Vec<_>>(),
+                )
+            })
             .collect();
-        vec![Aggregate { key, value: mean(&per_repeat), stderr: mean_stderr(&per_repeat) }]
+        vec![Aggregate {
+            key,
+            value: mean(&per_repeat),
+            stderr: mean_stderr(&per_repeat),
+        }]
     }
 }
 
@@ -257,14 +313,23 @@ mod tests {
 
     #[test]
     fn boxed_answers_and_normalisation() {
-        assert_eq!(last_boxed("so \\boxed{1} then \\boxed{\\frac{1}{2}}.").as_deref(), Some("\\frac{1}{2}"));
+        assert_eq!(
+            last_boxed("so \\boxed{1} then \\boxed{\\frac{1}{2}}.").as_deref(),
+            Some("\\frac{1}{2}")
+        );
         assert!(is_equiv("\\dfrac12", "\\frac{1}{2}"));
         assert!(is_equiv("0.5", "\\frac{1}{2}"));
-        assert!(is_equiv("\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"));
+        assert!(is_equiv(
+            "\\left( 3, \\frac{\\pi}{2} \\right)",
+            "(3,\\frac{\\pi}{2})"
+        ));
         assert!(is_equiv("x = 5", "5"));
         assert!(is_equiv("070", "70"));
         assert!(!is_equiv("71", "70"));
-        assert_eq!(extract_answer("The final answer is $42$. I hope it is correct."), "42");
+        assert_eq!(
+            extract_answer("The final answer is $42$. I hope it is correct."),
+            "42"
+        );
         assert_eq!(extract_answer("no answer"), "[invalid]");
     }
 }

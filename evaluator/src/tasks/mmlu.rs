@@ -90,14 +90,21 @@ fn parse(d: &serde_json::Value, rel: &str) -> Result<(String, usize)> {
             message: format!("{} choices, expected 4", choices.len()),
         });
     }
-    let gold = d["answer"].as_u64().filter(|g| *g < 4).ok_or_else(|| Error::BadData {
-        path: rel.into(),
-        message: "a document has no valid `answer`".into(),
-    })? as usize;
+    let gold = d["answer"]
+        .as_u64()
+        .filter(|g| *g < 4)
+        .ok_or_else(|| Error::BadData {
+            path: rel.into(),
+            message: "a document has no valid `answer`".into(),
+        })? as usize;
     Ok((query(&field_str(d, "question", rel)?, &choices), gold))
 }
 
-pub fn load_subject(subject: &str, store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask> {
+pub fn load_subject(
+    subject: &str,
+    store: &DataStore,
+    opts: &TaskOptions,
+) -> Result<MultipleChoiceTask> {
     let name = format!("mmlu_{subject}");
     let k = opts.num_fewshot.unwrap_or(0);
     let description = format!(
@@ -173,7 +180,10 @@ mod tests {
 
     #[test]
     fn prompt_and_categories() {
-        let q = query(" What is 2+2? ", &["1".into(), "2".into(), "3".into(), "4".into()]);
+        let q = query(
+            " What is 2+2? ",
+            &["1".into(), "2".into(), "3".into(), "4".into()],
+        );
         assert_eq!(q, "What is 2+2?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer:");
         let g = groups();
         let total: usize = g[..4].iter().map(|g| g.members.len()).sum();

@@ -166,7 +166,11 @@ pub fn apply_gen_kwargs(
                 }
             }
             "until" => params.until = v.split('|').map(str::to_string).collect(),
-            _ => return Err(bad("unknown key (known: temperature, top_p, max_gen_toks, seed, do_sample, until)")),
+            _ => {
+                return Err(bad(
+                    "unknown key (known: temperature, top_p, max_gen_toks, seed, do_sample, until)",
+                ))
+            }
         }
     }
     Ok(())
@@ -209,7 +213,13 @@ pub fn field_strs(doc: &Value, key: &str, what: &str) -> Result<Vec<String>> {
 }
 
 /// The config lm-eval prints for a multiple-choice task.
-pub fn mc_config(name: &str, dataset: &str, split: &str, num_fewshot: usize, metrics: &[&str]) -> Value {
+pub fn mc_config(
+    name: &str,
+    dataset: &str,
+    split: &str,
+    num_fewshot: usize,
+    metrics: &[&str],
+) -> Value {
     serde_json::json!({
         "task": name,
         "dataset_path": dataset,

@@ -24,7 +24,13 @@ pub struct McDoc {
 
 impl McDoc {
     /// The common case: one context, choices appended after `delimiter`.
-    pub fn shared(doc: Value, context: String, choices: Vec<String>, gold: usize, delimiter: &str) -> Self {
+    pub fn shared(
+        doc: Value,
+        context: String,
+        choices: Vec<String>,
+        gold: usize,
+        delimiter: &str,
+    ) -> Self {
         let continuations = choices.iter().map(|c| format!("{delimiter}{c}")).collect();
         Self {
             doc,
@@ -59,7 +65,12 @@ pub struct MultipleChoiceTask {
 }
 
 /// `acc` and, when asked, `acc_norm` of one document from its choices' log-probabilities.
-pub fn score_choices(lls: &[f64], choices: &[String], gold: usize, acc_norm: bool) -> Vec<(String, f64)> {
+pub fn score_choices(
+    lls: &[f64],
+    choices: &[String],
+    gold: usize,
+    acc_norm: bool,
+) -> Vec<(String, f64)> {
     let acc = (argmax(lls) == Some(gold)) as u8 as f64;
     let mut out = vec![("acc,none".to_string(), acc)];
     if acc_norm {
@@ -161,7 +172,13 @@ mod tests {
 
     #[test]
     fn shared_context_puts_the_delimiter_before_each_choice() {
-        let d = McDoc::shared(Value::Null, "Q: x\nAnswer:".into(), vec!["a".into(), "b".into()], 0, " ");
+        let d = McDoc::shared(
+            Value::Null,
+            "Q: x\nAnswer:".into(),
+            vec!["a".into(), "b".into()],
+            0,
+            " ",
+        );
         let r = d.requests();
         assert_eq!(r[1], Request::loglikelihood("Q: x\nAnswer:", " b"));
     }

@@ -16,10 +16,14 @@ pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask>
             let choices = field_strs(&d["choices"], "text", rel)?;
             let labels = field_strs(&d["choices"], "label", rel)?;
             let key = field_str(d, "answerKey", rel)?;
-            let gold = labels.iter().position(|l| l == key.trim()).ok_or_else(|| Error::BadData {
-                path: rel.into(),
-                message: format!("answerKey `{key}` is not among the labels"),
-            })?;
+            let gold =
+                labels
+                    .iter()
+                    .position(|l| l == key.trim())
+                    .ok_or_else(|| Error::BadData {
+                        path: rel.into(),
+                        message: format!("answerKey `{key}` is not among the labels"),
+                    })?;
             Ok(McItem {
                 doc: d.clone(),
                 query: field_str(d, "question_stem", rel)?,
@@ -34,6 +38,12 @@ pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask>
         docs: build_mc(items, "", k),
         num_fewshot: k,
         acc_norm: true,
-        config: mc_config("openbookqa", "openbookqa/main", "validation", k, &["acc", "acc_norm"]),
+        config: mc_config(
+            "openbookqa",
+            "openbookqa/main",
+            "validation",
+            k,
+            &["acc", "acc_norm"],
+        ),
     })
 }

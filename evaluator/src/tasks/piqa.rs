@@ -12,10 +12,13 @@ pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask>
     let items = rows
         .iter()
         .map(|d| {
-            let gold = d["label"].as_u64().filter(|g| *g < 2).ok_or_else(|| Error::BadData {
-                path: rel.into(),
-                message: "a document has no valid `label`".into(),
-            })? as usize;
+            let gold = d["label"]
+                .as_u64()
+                .filter(|g| *g < 2)
+                .ok_or_else(|| Error::BadData {
+                    path: rel.into(),
+                    message: "a document has no valid `label`".into(),
+                })? as usize;
             Ok(McItem {
                 doc: d.clone(),
                 query: format!("Question: {}\nAnswer:", field_str(d, "goal", rel)?),

@@ -24,7 +24,10 @@ pub const KNOWN: &[&str] = &[
 fn unknown(name: &str) -> Error {
     Error::UnknownTask(
         name.to_string(),
-        format!("{}, mmlu_<subject>, mmlu_<category>, or a task .yaml file", KNOWN.join(", ")),
+        format!(
+            "{}, mmlu_<subject>, mmlu_<category>, or a task .yaml file",
+            KNOWN.join(", ")
+        ),
     )
 }
 
@@ -67,7 +70,10 @@ pub fn resolve(names: &[String], store: &DataStore, opts: &TaskOptions) -> Resul
             continue;
         }
         if name.ends_with(".yaml") || name.ends_with(".yml") {
-            push(crate::task_file::load(std::path::Path::new(name), opts)?, &mut tasks);
+            push(
+                crate::task_file::load(std::path::Path::new(name), opts)?,
+                &mut tasks,
+            );
             continue;
         }
         let mmlu_groups = mmlu::groups();
@@ -79,7 +85,10 @@ pub fn resolve(names: &[String], store: &DataStore, opts: &TaskOptions) -> Resul
             }
             // `mmlu` reports its categories too, as lm-eval does.
             for g in mmlu_groups {
-                let covered = g.members.iter().all(|m| tasks.iter().any(|t| t.name() == m));
+                let covered = g
+                    .members
+                    .iter()
+                    .all(|m| tasks.iter().any(|t| t.name() == m));
                 if covered && !groups.iter().any(|x| x.name == g.name) {
                     groups.push(g);
                 }

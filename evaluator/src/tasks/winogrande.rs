@@ -16,8 +16,14 @@ pub fn partial(doc: &Value, what: &str) -> Result<(Vec<String>, String, usize)> 
         path: what.into(),
         message: format!("sentence without a blank: {sentence}"),
     })?;
-    let options = [field_str(doc, "option1", what)?, field_str(doc, "option2", what)?];
-    let contexts = options.iter().map(|o| format!("{}{o}", &sentence[..idx])).collect();
+    let options = [
+        field_str(doc, "option1", what)?,
+        field_str(doc, "option2", what)?,
+    ];
+    let contexts = options
+        .iter()
+        .map(|o| format!("{}{o}", &sentence[..idx]))
+        .collect();
     let target = sentence[idx + 1..].trim().to_string();
     let gold = match field_str(doc, "answer", what)?.as_str() {
         "1" => 0,
@@ -35,7 +41,10 @@ pub fn partial(doc: &Value, what: &str) -> Result<(Vec<String>, String, usize)> 
 pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask> {
     let rel = "winogrande/validation.jsonl";
     let rows = store.read_jsonl("winogrande", rel)?;
-    let parts = rows.iter().map(|d| partial(d, rel)).collect::<Result<Vec<_>>>()?;
+    let parts = rows
+        .iter()
+        .map(|d| partial(d, rel))
+        .collect::<Result<Vec<_>>>()?;
     let k = opts.num_fewshot.unwrap_or(0);
     let docs = parts
         .iter()
@@ -59,7 +68,13 @@ pub fn load(store: &DataStore, opts: &TaskOptions) -> Result<MultipleChoiceTask>
         docs,
         num_fewshot: k,
         acc_norm: false,
-        config: mc_config("winogrande", "winogrande/winogrande_xl", "validation", k, &["acc"]),
+        config: mc_config(
+            "winogrande",
+            "winogrande/winogrande_xl",
+            "validation",
+            k,
+            &["acc"],
+        ),
     })
 }
 
@@ -74,7 +89,10 @@ mod tests {
             "option1": "Sarah", "option2": "Maria", "answer": "1"
         });
         let (ctx, target, gold) = partial(&doc, "t").unwrap();
-        assert_eq!(ctx[1], "Sarah was a much better surgeon than Maria so Maria");
+        assert_eq!(
+            ctx[1],
+            "Sarah was a much better surgeon than Maria so Maria"
+        );
         assert_eq!(target, "always got the harder cases.");
         assert_eq!(gold, 0);
     }
