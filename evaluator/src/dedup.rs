@@ -59,7 +59,7 @@ impl MinHasher {
         let (mut bands, mut rows) = (num_perm, 1);
         let mut best = f64::MAX;
         for r in 1..=num_perm {
-            if num_perm % r != 0 {
+            if !num_perm.is_multiple_of(r) {
                 continue;
             }
             let b = num_perm / r;

@@ -196,8 +196,8 @@ impl Inner {
         }
         let mut values = Vec::with_capacity(cont.len());
         let mut greedy = true;
-        for i in n - cont.len()..n {
-            let lp = token_lps[i]
+        for (i, token_lp) in token_lps.iter().enumerate().take(n).skip(n - cont.len()) {
+            let lp = token_lp
                 .as_f64()
                 .ok_or_else(|| Error::Backend(format!("no logprob for prompt token {i}")))?;
             values.push(lp);
