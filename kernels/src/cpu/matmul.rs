@@ -1,10 +1,6 @@
-use rayon::prelude::*;
-
 use super::dot;
 use super::isa::Isa;
-
-/// Input rows computed together against each weight row (the weight row is read once per tile).
-const ROW_TILE: usize = 4;
+use super::tiling::{for_each_tile, ROW_TILE};
 
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ` in f32 with this CPU's kernels.
 pub fn matmul_t(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
@@ -27,39 +23,15 @@ pub fn matmul_t_with(
 ) {
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(w.len(), n * k, "w is not [n, k]");
-    assert_eq!(out.len(), m * n, "out is not [m, n]");
-    if m == 0 || n == 0 {
-        return;
-    }
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n.div_ceil(threads * 8).clamp(4, 256);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let out_ptr = &out_ptr;
-        let cols = c * chunk..((c + 1) * chunk).min(n);
-        let mut vals = [0f32; ROW_TILE];
-        for r0 in (0..m).step_by(ROW_TILE) {
-            let rows = ROW_TILE.min(m - r0);
-            let xs: [&[f32]; ROW_TILE] = std::array::from_fn(|i| {
-                let r = (r0 + i).min(m - 1);
-                &x[r * k..(r + 1) * k]
-            });
-            for col in cols.clone() {
-                let wr = &w[col * k..(col + 1) * k];
-                tile(isa, wr, &xs[..rows], &mut vals[..rows]);
-                for (i, v) in vals[..rows].iter().enumerate() {
-                    // SAFETY: (row, col) pairs are disjoint across tasks and inside `out`.
-                    unsafe { *out_ptr.0.add((r0 + i) * n + col) = *v };
-                }
-            }
-        }
+    for_each_tile(m, n, out, |r0, rows, col, vals| {
+        let xs: [&[f32]; ROW_TILE] = std::array::from_fn(|i| {
+            let r = (r0 + i).min(m - 1);
+            &x[r * k..(r + 1) * k]
+        });
+        tile(isa, &w[col * k..(col + 1) * k], &xs[..rows], vals);
     });
 }
-
-struct SyncPtr(*mut f32);
-// SAFETY: only used to write disjoint elements from parallel tasks.
-unsafe impl Sync for SyncPtr {}
 
 fn tile(isa: Isa, w: &[f32], xs: &[&[f32]], out: &mut [f32]) {
     match isa {

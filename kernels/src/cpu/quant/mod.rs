@@ -12,17 +12,15 @@ mod avx2;
 pub mod formats;
 mod scalar;
 
-use rayon::prelude::*;
-
 use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock};
 pub use self::formats::{dequantize_block, QuantType};
 use super::isa::Isa;
+use super::tiling::for_each_tile;
 use crate::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::hsum as hsum_avx2;
 
-/// Activation rows computed together against each weight row.
-pub const ROW_TILE: usize = 4;
+pub use super::tiling::ROW_TILE;
 
 /// A `[rows, cols]` weight matrix of GGUF blocks, row-major, each row `cols / block_elems` blocks.
 #[derive(Debug, Clone)]
@@ -132,39 +130,19 @@ impl QuantMatrix {
         let n = self.rows;
         let row_bytes = self.row_bytes();
         let per_row = self.cols / A::ELEMS;
-        // Enough chunks to balance the threads; chunking never changes a result, only who computes it.
-        let threads = rayon::current_num_threads().max(1);
-        let chunk = n.div_ceil(threads * 8).clamp(4, 256);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-            let out_ptr = &out_ptr;
-            let cols = c * chunk..((c + 1) * chunk).min(n);
-            let mut vals = [0f32; ROW_TILE];
-            for r0 in (0..m).step_by(ROW_TILE) {
-                let rows = ROW_TILE.min(m - r0);
-                let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
-                    let r = (r0 + i).min(m - 1);
-                    &acts[r * per_row..(r + 1) * per_row]
-                });
-                for col in cols.clone() {
-                    let w = &self.data[col * row_bytes..(col + 1) * row_bytes];
-                    tile(isa, self.ty, w, &tile_acts[..rows], &mut vals[..rows]);
-                    for (i, v) in vals[..rows].iter().enumerate() {
-                        // SAFETY: (row, col) pairs are disjoint across tasks and inside `out`.
-                        unsafe { *out_ptr.0.add((r0 + i) * n + col) = *v };
-                    }
-                }
-            }
+        for_each_tile(m, n, out, |r0, rows, col, vals| {
+            let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
+                let r = (r0 + i).min(m - 1);
+                &acts[r * per_row..(r + 1) * per_row]
+            });
+            let w = &self.data[col * row_bytes..(col + 1) * row_bytes];
+            tile(isa, self.ty, w, &tile_acts[..rows], vals);
         });
     }
 }
 
 /// A kernel over one weight row and a tile of activation rows, writing one value per row.
 type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], &mut [f32]);
-
-struct SyncPtr(*mut f32);
-// SAFETY: only used to write disjoint elements from parallel tasks.
-unsafe impl Sync for SyncPtr {}
 
 /// Runs a kernel specialised for `N` rows over the tile.
 macro_rules! by_rows {

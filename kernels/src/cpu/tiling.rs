@@ -1,0 +1,42 @@
+//! The parallel driver shared by the f32 and quantized matmuls: output columns (weight rows) are split into
+//! chunks across threads, and each weight row meets the input rows in tiles of up to [`ROW_TILE`].
+
+use rayon::prelude::*;
+
+/// Input rows computed together against each weight row (the weight row is read once per tile).
+pub const ROW_TILE: usize = 4;
+
+/// Fills `out[m, n]`: for every tile of input rows `r0..r0 + rows` and every column `col`,
+/// `kernel(r0, rows, col, vals)` writes the `rows` results of that column into `vals`. Chunking decides only
+/// who computes an element, never how, so results do not depend on the thread count or on `m`.
+pub fn for_each_tile<K>(m: usize, n: usize, out: &mut [f32], kernel: K)
+where
+    K: Fn(usize, usize, usize, &mut [f32]) + Sync,
+{
+    assert_eq!(out.len(), m * n, "out is not [m, n]");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = n.div_ceil(threads * 8).clamp(4, 256);
+    let out_ptr = SyncPtr(out.as_mut_ptr());
+    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
+        let out_ptr = &out_ptr;
+        let cols = c * chunk..((c + 1) * chunk).min(n);
+        let mut vals = [0f32; ROW_TILE];
+        for r0 in (0..m).step_by(ROW_TILE) {
+            let rows = ROW_TILE.min(m - r0);
+            for col in cols.clone() {
+                kernel(r0, rows, col, &mut vals[..rows]);
+                for (i, v) in vals[..rows].iter().enumerate() {
+                    // SAFETY: (row, col) pairs are disjoint across tasks and inside `out`.
+                    unsafe { *out_ptr.0.add((r0 + i) * n + col) = *v };
+                }
+            }
+        }
+    });
+}
+
+struct SyncPtr(*mut f32);
+// SAFETY: only used to write disjoint elements from parallel tasks.
+unsafe impl Sync for SyncPtr {}
