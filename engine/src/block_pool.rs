@@ -132,14 +132,15 @@ impl BlockPool {
         num_tokens.div_ceil(self.block_size)
     }
 
-    /// The longest cached prefix of `req`'s tokens, in whole blocks, capped so the last token is still
-    /// computed (its logits are needed). Empty when caching is off or the request wants prompt logprobs.
+    /// The longest cached prefix of `req`'s tokens, in whole blocks, within
+    /// [`Request::max_cacheable_tokens`] (the rows whose logits are needed are computed). Empty when caching
+    /// is off.
     /// Updates the request's hash chain; takes no block (see [`Self::allocate_slots`]).
     pub fn get_computed_blocks(&self, req: &mut Request) -> ComputedBlocks {
-        if !self.enable_caching || req.wants_prompt_logprobs() {
+        let max_blocks = req.max_cacheable_tokens() / self.block_size;
+        if !self.enable_caching || max_blocks == 0 {
             return ComputedBlocks::default();
         }
-        let max_blocks = (req.num_tokens().saturating_sub(1)) / self.block_size;
         let tokens_needed = max_blocks * self.block_size;
         req.extend_block_hashes(tokens_needed, self.block_size);
         let block_ids: Vec<u32> = req.block_hashes[..max_blocks]

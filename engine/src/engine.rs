@@ -52,7 +52,8 @@ pub struct RequestOutput {
     pub new_token_ids: Vec<u32>,
     /// Logprobs of `new_token_ids`, when the request asked for them.
     pub logprobs: Vec<TokenLogprobs>,
-    /// Prompt logprobs for positions 1.. of the prompt, sent once with the first output (of index 0).
+    /// Prompt logprobs for positions `max(1, prompt_logprobs_from)..` of the prompt, sent once with the
+    /// first output (of index 0).
     pub prompt_logprobs: Option<Vec<TokenLogprobs>>,
     pub finish_reason: Option<FinishReason>,
     pub num_prompt_tokens: usize,
@@ -376,18 +377,22 @@ impl LlmEngine {
                 row += n;
                 continue;
             };
-            if s.wants_logits == LogitsWanted::All {
-                // Row i scores the prompt token after position num_computed_before + i.
+            if let LogitsWanted::Tail(_) = s.wants_logits {
+                // The rows are the chunk's last n tokens; row i scores the prompt token after its position.
+                // Targets already scored (a pass before a preemption) are not scored twice.
                 let k = req.sampling.prompt_logprobs.unwrap_or(0);
-                let first_target = s.num_computed_before + 1;
-                let targets: Vec<u32> = req.prompt_token_ids()[first_target
-                    .min(req.num_prompt_tokens())
-                    ..(first_target + n).min(req.num_prompt_tokens())]
-                    .to_vec();
+                let next_wanted = match self.tracked.get(&s.id) {
+                    Some(t) => req.first_prompt_logprob() + t.prompt_logprobs.len(),
+                    None => usize::MAX,
+                };
+                let first_target = s.num_computed_before + s.num_new_tokens - n + 1;
+                let start = first_target.max(next_wanted).min(req.num_prompt_tokens());
+                let end = (first_target + n).min(req.num_prompt_tokens()).max(start);
+                let targets = &req.prompt_token_ids()[start..end];
                 let scored = sampler::prompt_logprobs(
-                    logits.rows(row, targets.len()),
+                    logits.rows(row + start - first_target, targets.len()),
                     logits.vocab,
-                    &targets,
+                    targets,
                     k,
                 );
                 if let Some(t) = self.tracked.get_mut(&s.id) {

@@ -77,6 +77,11 @@ pub struct SamplingParams {
     /// Alternatives to return per sampled token; `Some(0)`: only the sampled token's logprob.
     pub logprobs: Option<usize>,
     pub prompt_logprobs: Option<usize>,
+    /// With `prompt_logprobs`: the first prompt position whose logprob is wanted (0 or 1: all of them).
+    /// The prompt before it may then come from the prefix cache, so requests that share a context and
+    /// differ in their ends (loglikelihood of several continuations) compute the context once. An
+    /// engine-API extension: vLLM's HTTP API has no such field.
+    pub prompt_logprobs_from: usize,
     pub logit_bias: HashMap<u32, f32>,
     pub skip_special_tokens: bool,
     pub spaces_between_special_tokens: bool,
@@ -103,6 +108,7 @@ impl Default for SamplingParams {
             max_tokens: None,
             logprobs: None,
             prompt_logprobs: None,
+            prompt_logprobs_from: 0,
             logit_bias: HashMap::new(),
             skip_special_tokens: true,
             spaces_between_special_tokens: true,
@@ -440,10 +446,26 @@ impl Request {
         matches!(self.status, RequestStatus::Finished(_))
     }
 
-    /// Whether this request wants prompt logprobs, which rules out prefix-cache hits (every position must be
-    /// computed to have its logits).
+    /// Whether this request wants prompt logprobs (computed on its first pass through the prompt).
     pub fn wants_prompt_logprobs(&self) -> bool {
         self.sampling.prompt_logprobs.is_some()
+    }
+
+    /// The first prompt position whose logprob this request returns (≥ 1: position 0 has none).
+    pub fn first_prompt_logprob(&self) -> usize {
+        self.sampling.prompt_logprobs_from.max(1)
+    }
+
+    /// How many leading tokens may come from the prefix cache: all but the last (its logits are needed),
+    /// and with prompt logprobs only those before the first scored position's predecessor, whose logits
+    /// row scores it.
+    pub fn max_cacheable_tokens(&self) -> usize {
+        let all_but_last = self.num_tokens().saturating_sub(1);
+        if self.wants_prompt_logprobs() {
+            all_but_last.min(self.first_prompt_logprob() - 1)
+        } else {
+            all_but_last
+        }
     }
 
     pub fn append_output_token(&mut self, token: u32) {

@@ -42,6 +42,7 @@ impl ScheduledRequest {
             LogitsWanted::None => 0,
             LogitsWanted::Last => 1,
             LogitsWanted::All => self.num_new_tokens,
+            LogitsWanted::Tail(k) => k,
         }
     }
 }
@@ -190,7 +191,7 @@ impl Scheduler {
                 if self.pool.allocate_slots(req, n, &hit).is_none() {
                     break;
                 }
-                if self.pool.prefix_caching_enabled() && !req.wants_prompt_logprobs() {
+                if self.pool.prefix_caching_enabled() && req.max_cacheable_tokens() > 0 {
                     self.pool.record_query(req.num_tokens(), hit.num_tokens);
                 }
                 self.waiting.pop_front();
@@ -350,10 +351,13 @@ impl Scheduler {
     fn plan(req: &Request, n: usize) -> ScheduledRequest {
         let before = req.num_computed_tokens;
         let samples = before + n == req.num_tokens();
-        // Prompt logprobs are produced on the first pass through the prompt only.
+        // Prompt logprobs are produced on the first pass through the prompt only, for the rows that score
+        // a wanted position (row p scores token p + 1); a sampling step also needs its last row.
         let prompt_pass = req.wants_prompt_logprobs() && req.num_output_tokens() == 0;
-        let wants_logits = if prompt_pass {
-            LogitsWanted::All
+        let first_row = (req.first_prompt_logprob() - 1).max(before);
+        let wanted_rows = (before + n).saturating_sub(first_row);
+        let wants_logits = if prompt_pass && wanted_rows > 0 {
+            LogitsWanted::Tail(wanted_rows)
         } else if samples {
             LogitsWanted::Last
         } else {

@@ -155,6 +155,107 @@ fn prompt_logprobs_are_the_same_with_a_prefix_cache_hit() {
     assert_eq!(hit.logprobs.len(), 2);
 }
 
+/// Loglikelihood-style requests: one context, several continuations, logprobs wanted only for the
+/// continuation. With `prompt_logprobs_from` the context comes from the prefix cache after the first.
+fn continuation_requests(vocab: u32) -> (Vec<u32>, Vec<Request>) {
+    let context: Vec<u32> = (0..37).map(|i| (i * 11 + 5) % vocab).collect();
+    let reqs = (0..4u32)
+        .map(|c| {
+            let mut prompt = context.clone();
+            prompt.extend((0..(1 + 2 * c)).map(|j| (c * 31 + j * 3 + 2) % vocab));
+            let sampling = SamplingParams {
+                prompt_logprobs: Some(1),
+                prompt_logprobs_from: context.len(),
+                ..SamplingParams::greedy(1)
+            };
+            Request::new(format!("cont-{c}"), prompt, sampling)
+        })
+        .collect();
+    (context, reqs)
+}
+
+#[test]
+fn prompt_logprobs_from_a_position_use_the_prefix_cache_and_match_full_prompt_logprobs() {
+    let (_dir, model) = tiny_model();
+    let vocab = model.config.vocab_size as u32;
+    let (context, reqs) = continuation_requests(vocab);
+    let cache = CacheConfig {
+        block_size: 4,
+        num_blocks: 128,
+        enable_prefix_caching: true,
+    };
+    let mut engine =
+        LlmEngine::new(model.clone(), SchedulerConfig::default(), cache.clone()).unwrap();
+    let mut outs = Vec::new();
+    for r in reqs.clone() {
+        outs.push(engine.generate(vec![r]).unwrap().remove(0));
+    }
+    // The first computes the context; the others reuse its whole blocks before the scored positions.
+    assert_eq!(outs[0].num_cached_tokens, 0);
+    for o in &outs[1..] {
+        assert_eq!(o.num_cached_tokens, 36, "{}: cached tokens", o.id);
+    }
+    for (r, o) in reqs.into_iter().zip(&outs) {
+        let n_cont = r.prompt_token_ids().len() - context.len();
+        let scored = o.prompt_logprobs.as_ref().expect("prompt logprobs");
+        assert_eq!(
+            scored.len(),
+            n_cont,
+            "{}: one logprob per continuation token",
+            o.id
+        );
+        // The same request asking for every position, alone on a fresh engine without caching.
+        let mut full = r.clone();
+        full.sampling.prompt_logprobs_from = 0;
+        let mut fresh = LlmEngine::new(
+            model.clone(),
+            SchedulerConfig::default(),
+            CacheConfig {
+                enable_prefix_caching: false,
+                ..cache.clone()
+            },
+        )
+        .unwrap();
+        let all = fresh.generate(vec![full]).unwrap().remove(0);
+        let all_lp = all.prompt_logprobs.expect("prompt logprobs");
+        assert_eq!(all_lp.len(), r.prompt_token_ids().len() - 1);
+        assert_eq!(scored[..], all_lp[all_lp.len() - n_cont..], "{}", o.id);
+        assert_eq!(o.new_token_ids, all.new_token_ids);
+    }
+}
+
+#[test]
+fn prompt_logprobs_survive_chunking_and_preemption_unchanged() {
+    let (_dir, model) = tiny_model();
+    let vocab = model.config.vocab_size as u32;
+    let mut reqs: Vec<Request> = (0..8u32)
+        .map(|i| {
+            let prompt: Vec<u32> = (0..(30 + 5 * i))
+                .map(|j| (i * 17 + j * 7 + 1) % vocab)
+                .collect();
+            let sampling = SamplingParams {
+                prompt_logprobs: Some(2),
+                prompt_logprobs_from: if i % 2 == 0 { 0 } else { 20 },
+                ignore_eos: true,
+                ..SamplingParams::greedy(6)
+            };
+            Request::new(format!("p-{i}"), prompt, sampling)
+        })
+        .collect();
+    reqs.extend(requests(8, vocab));
+    let alone: Vec<RequestOutput> = reqs
+        .iter()
+        .map(|r| run(&model, vec![r.clone()], 256, true, 32).0.remove(0))
+        .collect();
+    let (tight, preemptions) = run(&model, reqs, 24, true, 32);
+    assert!(preemptions > 0, "the small pool should have preempted");
+    for (a, t) in alone.iter().zip(&tight) {
+        assert_eq!(a.id, t.id);
+        assert_eq!(a.prompt_logprobs, t.prompt_logprobs, "{}", a.id);
+        assert_eq!(a.new_token_ids, t.new_token_ids, "{}", a.id);
+    }
+}
+
 #[test]
 fn default_model_through_the_engine_knows_paris_and_stops_on_strings() {
     let path = registry::fetch(registry::DEFAULT_MODEL_ALIAS).unwrap();

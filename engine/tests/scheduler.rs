@@ -602,7 +602,7 @@ fn prefix_cache_hits_skip_computation_but_not_for_prompt_logprobs() {
         (get("d").num_computed_before, get("d").num_new_tokens),
         (0, 64)
     );
-    assert_eq!(get("d").wants_logits, LogitsWanted::All);
+    assert_eq!(get("d").wants_logits, LogitsWanted::Tail(64));
     assert_eq!(get("d").num_logits_rows(), 64);
     assert_eq!(get("b").wants_logits, LogitsWanted::Last);
     assert_eq!(s.request("b").unwrap().num_cached_tokens, 64);

@@ -30,6 +30,8 @@ pub enum LogitsWanted {
     None,
     Last,
     All,
+    /// The last `k` tokens' (prompt logprobs from a given position on).
+    Tail(usize),
 }
 
 impl ForwardBatch {
@@ -62,6 +64,16 @@ impl ForwardBatch {
                 LogitsWanted::All => batch
                     .logits_indices
                     .extend(query_start..batch.token_ids.len()),
+                LogitsWanted::Tail(k) => {
+                    let end = batch.token_ids.len();
+                    if k == 0 || k > chunk.tokens.len() {
+                        return Err(Error::Batch(format!(
+                            "{k} logits rows asked of a {}-token chunk",
+                            chunk.tokens.len()
+                        )));
+                    }
+                    batch.logits_indices.extend(end - k..end)
+                }
             }
             batch.attention.seqs.push(SeqSpan {
                 query_start,

@@ -1,7 +1,13 @@
 //! The in-process backend: requests go straight to the engine through `EngineHandle`, many at once,
 //! so continuous batching does the work. Loglikelihood = prompt logprobs of context + continuation.
+//!
+//! Loglikelihood requests ask for logprobs of the continuation only (`prompt_logprobs_from`), so the
+//! context can come from the engine's prefix cache; the requests sharing a context (the choices of one
+//! multiple-choice document) wait until the first of them has computed it. Cached KV is bit-identical to
+//! recomputed KV, so scores are unchanged; the context is just computed once instead of once per choice.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ember_engine::{EngineHandle, Request as EngineRequest, SamplingParams};
 use ember_models::chat_template::{ChatMessage, ChatTemplate};
@@ -25,6 +31,8 @@ struct Inner {
     /// Distinguishes this run's request ids from any other client of the same engine.
     run_id: u64,
     next_id: std::sync::atomic::AtomicU64,
+    /// Contexts whose first loglikelihood request is in flight: the others wait for it (`true` = done).
+    contexts_in_flight: Mutex<HashMap<String, tokio::sync::watch::Receiver<bool>>>,
 }
 
 impl LocalBackend {
@@ -62,6 +70,7 @@ impl LocalBackend {
                 prefix_token,
                 run_id,
                 next_id: Default::default(),
+                contexts_in_flight: Default::default(),
             }),
             rt,
             concurrency,
@@ -119,18 +128,32 @@ impl Inner {
                 "the continuation alone exceeds the model's context".into(),
             ));
         }
+        let n = ids.len();
         let sampling = SamplingParams {
             temperature: 0.0,
             max_tokens: Some(1),
             prompt_logprobs: Some(1),
+            prompt_logprobs_from: n - cont.len(),
             ..Default::default()
         };
-        let n = ids.len();
-        let outputs = self
+        let done = self.wait_for_context(&context).await;
+        let result = self
             .handle
-            .submit(EngineRequest::new(id, ids, sampling))?
-            .collect_outputs()
-            .await?;
+            .submit(EngineRequest::new(id, ids, sampling))
+            .map_err(Error::from);
+        let outputs = match result {
+            Ok(stream) => stream.collect_outputs().await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Some(done) = done {
+            self.contexts_in_flight
+                .lock()
+                .expect("context map lock")
+                .remove(&context);
+            // Receivers see `true` (or a dropped sender): either way they go ahead.
+            let _ = done.send(true);
+        }
+        let outputs = outputs?;
         let out = outputs
             .first()
             .ok_or_else(|| Error::Backend("the engine returned no output".into()))?;
@@ -138,20 +161,41 @@ impl Inner {
             .prompt_logprobs
             .as_ref()
             .ok_or_else(|| Error::Backend("the engine returned no prompt logprobs".into()))?;
-        // prompt_logprobs[i] scores prompt token i + 1.
-        if plp.len() != n - 1 {
+        // prompt_logprobs[i] scores prompt token n - cont.len() + i: the continuation's tokens.
+        if plp.len() != cont.len() {
             return Err(Error::Backend(format!(
-                "{} prompt logprobs for {n} prompt tokens",
-                plp.len()
+                "{} prompt logprobs for a {}-token continuation",
+                plp.len(),
+                cont.len()
             )));
         }
-        let scored = &plp[n - 1 - cont.len()..];
+        let scored = &plp[..];
         let greedy = scored.iter().all(|t| t.rank == 1);
         self.counters.add(n, out.num_output_tokens);
         Ok(loglikelihood_response(
             scored.iter().map(|t| t.logprob as f64).collect(),
             greedy,
         ))
+    }
+
+    /// The first request of a context goes at once and gets the sender to signal when it is done; later
+    /// ones wait for that, then find the context in the prefix cache.
+    async fn wait_for_context(&self, context: &str) -> Option<tokio::sync::watch::Sender<bool>> {
+        let pending = {
+            let mut map = self.contexts_in_flight.lock().expect("context map lock");
+            match map.get(context) {
+                Some(rx) => Some(rx.clone()),
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(false);
+                    map.insert(context.to_string(), rx);
+                    return Some(tx);
+                }
+            }
+        };
+        if let Some(mut rx) = pending {
+            let _ = rx.wait_for(|done| *done).await;
+        }
+        None
     }
 
     async fn generate(&self, id: String, context: &str, params: &GenParams) -> Result<Response> {
