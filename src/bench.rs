@@ -9,10 +9,11 @@ use clap::Args;
 use ember_evaluator::bench::datasets::DatasetConfig;
 use ember_evaluator::bench::http::Endpoint;
 use ember_evaluator::bench::metrics::{parse_metric_names, parse_percentiles, Goodput};
-use ember_evaluator::bench::plan::{self, EngineOptions, Plan, Runs, TargetSpec};
+use ember_evaluator::bench::plan::{self, Plan, Runs, TargetSpec};
 use ember_evaluator::bench::report::Thresholds;
 use ember_evaluator::bench::scenarios;
 use ember_models::loader::registry;
+use ember_server::args::EngineArgs;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -108,50 +109,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.99)]
     pub grade_min_success: f64,
 
-    /// In-process engine (as `ember serve`): prompt + output tokens of one request (default: the
-    /// model's context length).
-    #[arg(long)]
-    pub max_model_len: Option<usize>,
-    /// In-process engine: token budget of one step.
-    #[arg(long)]
-    pub max_num_batched_tokens: Option<usize>,
-    /// In-process engine: most sequences running at once.
-    #[arg(long)]
-    pub max_num_seqs: Option<usize>,
-    #[arg(long, default_value_t = 16)]
-    pub block_size: usize,
-    /// In-process engine: KV-cache size (`2GiB`, `512MiB`, bytes).
-    #[arg(long, default_value = "2GiB", value_parser = parse_bytes)]
-    pub kv_cache_memory: u64,
-    /// In-process engine: exact number of KV blocks (overrides --kv-cache-memory).
-    #[arg(long)]
-    pub num_gpu_blocks_override: Option<usize>,
-    #[arg(long)]
-    pub no_enable_prefix_caching: bool,
-}
-
-/// `2GiB`, `512MiB`, `1000000` (as `ember serve --kv-cache-memory`).
-fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size (examples: 2GiB, 512MiB, 1000000)"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("`{s}`: unknown size unit `{other}`")),
-    };
-    let bytes = value * mult;
-    if !(bytes.is_finite() && bytes < u64::MAX as f64) {
-        return Err(format!("`{s}` is out of range"));
-    }
-    Ok(bytes as u64)
+    /// The in-process engine's flags, as `ember serve` takes them (ignored with --base-url).
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 fn parse_rate(s: &str) -> Result<f64> {
@@ -223,16 +183,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         },
         None => TargetSpec::InProcess {
             model: args.model.clone(),
-            engine: EngineOptions {
-                max_model_len: args.max_model_len,
-                max_num_batched_tokens: args.max_num_batched_tokens,
-                max_num_seqs: args.max_num_seqs,
-                block_size: args.block_size,
-                kv_cache_memory: args.kv_cache_memory,
-                num_blocks: args.num_gpu_blocks_override,
-                enable_prefix_caching: !args.no_enable_prefix_caching,
-                seed: args.seed,
-            },
+            engine: args.engine.options(args.seed, 0),
         },
     };
     let runs = match &args.scenarios {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use ember_engine::{CacheConfig, EngineConfig, EngineHandle, SchedulerConfig};
+use ember_engine::{EngineHandle, EngineOptions};
 use ember_evaluator::cache::Cache;
 use ember_evaluator::data::DataStore;
 use ember_evaluator::evaluate::{evaluate, EvalOptions};
@@ -159,30 +159,21 @@ fn batch_size(s: &str) -> Result<usize> {
 fn start_engine(args: &RunArgs) -> Result<EngineHandle> {
     let loaded = loader::load(&args.model, &Device::Cpu)
         .with_context(|| format!("loading model `{}`", args.model))?;
-    let model_max = loaded.config.max_position_embeddings;
-    let max_model_len = args.max_model_len.unwrap_or(model_max.min(4096));
-    anyhow::ensure!(
-        max_model_len <= model_max,
-        "--max-model-len {max_model_len} exceeds the model's {model_max}"
-    );
     anyhow::ensure!(
         args.kv_cache_memory > 0.0,
         "--kv-cache-memory must be positive"
     );
-    let mut config = EngineConfig {
-        scheduler: SchedulerConfig::default(),
-        cache: CacheConfig::default(),
-        max_waiting: 0,
-    };
-    config.scheduler.max_model_len = max_model_len;
-    config.scheduler.seed = args.seed;
-    config.scheduler.max_num_batched_tokens = config
-        .scheduler
-        .max_num_batched_tokens
-        .max(max_model_len.min(2048));
-    let bytes = (args.kv_cache_memory * (1u64 << 30) as f64) as usize;
-    config.cache.num_blocks =
-        EngineConfig::num_blocks_for_memory(&loaded, config.cache.block_size, bytes);
+    // lm-eval's default context is the model's, capped at 4096 (a CPU KV budget goes further that way).
+    let max_model_len = args
+        .max_model_len
+        .unwrap_or(loaded.config.max_position_embeddings.min(4096));
+    let config = EngineOptions {
+        max_model_len: Some(max_model_len),
+        kv_cache_memory: (args.kv_cache_memory * (1u64 << 30) as f64) as u64,
+        seed: args.seed,
+        ..EngineOptions::default()
+    }
+    .resolve(&loaded)?;
     Ok(EngineHandle::start(Arc::new(loaded), config)?)
 }
 

@@ -7,32 +7,15 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use ember_engine::{EngineOptions, SchedulingPolicy};
 
 /// The registry alias served when no model is named.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
+/// The engine's flags (`vllm serve`'s names and defaults), shared by `ember serve` and `ember bench`'s
+/// in-process target so both build the same engine.
 #[derive(Args, Debug, Clone)]
-pub struct ServeArgs {
-    /// A registry alias, a GGUF file, a Hugging Face model directory, or a hub id in the local HF cache.
-    #[arg(value_name = "MODEL")]
-    pub model_tag: Option<String>,
-    /// Same as the positional MODEL (vLLM's older spelling).
-    #[arg(long)]
-    pub model: Option<String>,
-
-    /// Address to bind (vLLM binds all interfaces by default).
-    #[arg(long, default_value = "0.0.0.0")]
-    pub host: String,
-    /// Port to bind; 0 picks a free one (the address is logged).
-    #[arg(long, default_value_t = 8000)]
-    pub port: u16,
-    /// Key required on /v1/* as `Authorization: Bearer KEY` (also VLLM_API_KEY or EMBER_API_KEY).
-    #[arg(long, env = "VLLM_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Names the model is served under; the first is reported in responses and metrics.
-    #[arg(long, num_args = 1..)]
-    pub served_model_name: Vec<String>,
-
+pub struct EngineArgs {
     /// Prompt + output tokens of one request (default: the model's context length).
     #[arg(long)]
     pub max_model_len: Option<usize>,
@@ -67,6 +50,59 @@ pub struct ServeArgs {
     /// Exact number of KV-cache blocks (overrides --kv-cache-memory).
     #[arg(long)]
     pub num_gpu_blocks_override: Option<usize>,
+}
+
+impl EngineArgs {
+    /// The engine settings these flags ask for, with the engine seed and the caller's queue cap (0: none).
+    pub fn options(&self, seed: u64, max_waiting: usize) -> EngineOptions {
+        EngineOptions {
+            max_model_len: self.max_model_len,
+            max_num_batched_tokens: self.max_num_batched_tokens,
+            max_num_seqs: self.max_num_seqs,
+            enable_chunked_prefill: !self.no_enable_chunked_prefill,
+            long_prefill_token_threshold: self.long_prefill_token_threshold,
+            policy: if self.scheduling_policy == "priority" {
+                SchedulingPolicy::Priority
+            } else {
+                SchedulingPolicy::Fcfs
+            },
+            block_size: self.block_size,
+            kv_cache_memory: self.kv_cache_memory,
+            num_blocks: self.num_gpu_blocks_override,
+            enable_prefix_caching: !self.no_enable_prefix_caching,
+            seed,
+            max_waiting,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// A registry alias, a GGUF file, a Hugging Face model directory, or a hub id in the local HF cache.
+    #[arg(value_name = "MODEL")]
+    pub model_tag: Option<String>,
+    /// Same as the positional MODEL (vLLM's older spelling).
+    #[arg(long)]
+    pub model: Option<String>,
+
+    /// Address to bind (vLLM binds all interfaces by default).
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port to bind; 0 picks a free one (the address is logged).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Key required on /v1/* as `Authorization: Bearer KEY` (also VLLM_API_KEY or EMBER_API_KEY).
+    #[arg(long, env = "VLLM_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Names the model is served under; the first is reported in responses and metrics.
+    #[arg(long, num_args = 1..)]
+    pub served_model_name: Vec<String>,
+
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Engine seed: requests without their own seed draw one from it.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// Fraction of accelerator memory for weights + KV cache. Accepted for compatibility: on the CPU the
     /// KV cache is sized by --kv-cache-memory.
     #[arg(long, default_value_t = 0.9)]
@@ -74,9 +110,6 @@ pub struct ServeArgs {
     /// `auto` only: ember keeps the KV cache in the model's compute dtype.
     #[arg(long, default_value = "auto")]
     pub kv_cache_dtype: String,
-    /// Engine seed: requests without their own seed draw one from it.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// `auto` or `float32` (ember computes in f32; quantized weights stay quantized).
     #[arg(long, default_value = "auto")]
     pub dtype: String,
@@ -161,14 +194,6 @@ impl ServeArgs {
         }
     }
 
-    pub fn chunked_prefill(&self) -> bool {
-        !self.no_enable_chunked_prefill
-    }
-
-    pub fn prefix_caching(&self) -> bool {
-        !self.no_enable_prefix_caching
-    }
-
     /// The key from --api-key / VLLM_API_KEY, else EMBER_API_KEY; empty means none.
     pub fn resolved_api_key(&self) -> Option<String> {
         self.api_key
@@ -226,21 +251,6 @@ impl ServeArgs {
                     "--tokenizer {t} is not supported: ember uses the model's own tokenizer"
                 ));
             }
-        }
-        if self.block_size == 0 {
-            return refuse("--block-size must be at least 1".into());
-        }
-        if matches!(self.max_num_seqs, Some(0)) {
-            return refuse("--max-num-seqs must be at least 1".into());
-        }
-        if matches!(self.max_num_batched_tokens, Some(0)) {
-            return refuse("--max-num-batched-tokens must be at least 1".into());
-        }
-        if matches!(self.max_model_len, Some(0)) {
-            return refuse("--max-model-len must be at least 1".into());
-        }
-        if matches!(self.num_gpu_blocks_override, Some(0)) {
-            return refuse("--num-gpu-blocks-override must be at least 1".into());
         }
         if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
             return refuse(format!(
@@ -340,8 +350,8 @@ mod tests {
     fn defaults_match_vllm() {
         let a = parse(&[]);
         assert_eq!(a.port, 8000);
-        assert_eq!(a.block_size, 16);
-        assert!(a.chunked_prefill() && a.prefix_caching());
+        let o = a.engine.options(0, 0);
+        assert_eq!(o, EngineOptions::default());
         assert_eq!(a.model_spec().unwrap(), DEFAULT_MODEL);
         a.validate().unwrap();
     }
@@ -356,7 +366,8 @@ mod tests {
             "8",
             "--disable-log-requests",
         ]);
-        assert!(!a.prefix_caching() && !a.chunked_prefill());
+        let o = a.engine.options(0, 0);
+        assert!(!o.enable_prefix_caching && !o.enable_chunked_prefill);
         a.validate().unwrap();
         let e = parse(&["m", "--tensor-parallel-size", "2"])
             .validate()

@@ -13,7 +13,7 @@ pub async fn require_api_key(
     req: Request,
     next: Next,
 ) -> Response {
-    let Some(key) = &state.api_key else {
+    let Some(key) = &state.settings.api_key else {
         return next.run(req).await;
     };
     if req.method() == Method::OPTIONS {

@@ -88,7 +88,7 @@ pub fn render(
             })?;
             &own
         }
-        None => &state.chat_template,
+        None => &state.settings.chat_template,
     };
     let mut text = template
         .render_with(

@@ -23,7 +23,7 @@ pub type Outputs = SelectAll<BoxStream<'static, (usize, Result<RequestOutput, En
 /// `priority` is only honoured with `--scheduling-policy priority` (vLLM refuses it otherwise).
 pub fn check_priority(state: &AppState, priority: Option<i32>) -> ApiResult<i32> {
     let p = priority.unwrap_or(0);
-    if p != 0 && state.policy != SchedulingPolicy::Priority {
+    if p != 0 && state.settings.policy != SchedulingPolicy::Priority {
         return Err(ApiError::invalid(
             "priority",
             format!("Got priority {p} but Priority scheduling is not enabled (start the server with --scheduling-policy priority)."),
@@ -54,7 +54,7 @@ pub fn submit_all(
         if let Some(salt) = cache_salt {
             req = req.with_cache_salt(salt);
         }
-        let s = state.engine.submit(req)?;
+        let s = state.settings.engine.submit(req)?;
         streams.push(s.map(move |r| (i, r)).boxed());
     }
     Ok(stream::select_all(streams))

@@ -7,16 +7,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use ember_engine::{CacheConfig, EngineConfig, EngineHandle, SchedulerConfig, SchedulingPolicy};
+use ember_engine::EngineHandle;
 use ember_models::chat_template::ChatTemplate;
 use ember_models::loader::{self, GenerationDefaults, LoadedModel, ModelSource};
 
 use crate::args::{ArgsError, ServeArgs};
-use crate::state::{AppState, CacheInfo, SharedState, StateInit};
+use crate::state::{AppState, CacheInfo, ServerSettings, SharedState};
 
 /// vLLM's scheduler defaults below 70 GiB of accelerator memory (what a CPU has to offer).
-const DEFAULT_MAX_NUM_BATCHED_TOKENS: usize = 2048;
-const DEFAULT_MAX_NUM_SEQS: usize = 256;
 /// How often engine statistics are logged (vLLM logs every 10 s too).
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -83,65 +81,21 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, ServeError> {
         source,
     })?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let derived_len = model.config.max_position_embeddings;
-    let max_model_len = match args.max_model_len {
-        Some(n) if n > derived_len => {
-            return Err(ArgsError(format!(
-                "--max-model-len {n} is greater than the model's context length ({derived_len})"
-            ))
-            .into())
-        }
-        Some(n) => n,
-        None => derived_len,
-    };
-    let chunked = args.chunked_prefill();
-    let max_num_batched_tokens = args.max_num_batched_tokens.unwrap_or(if chunked {
-        DEFAULT_MAX_NUM_BATCHED_TOKENS
-    } else {
-        // Without chunked prefill a whole prompt must fit one step (vLLM's rule).
-        DEFAULT_MAX_NUM_BATCHED_TOKENS.max(max_model_len)
-    });
-    let max_num_seqs = args.max_num_seqs.unwrap_or(DEFAULT_MAX_NUM_SEQS);
-    let block_size = args.block_size;
+    let config = args
+        .engine
+        .options(args.seed, args.max_waiting_requests)
+        .resolve(&model)
+        .map_err(|e| match e {
+            ember_engine::Error::Config(msg) => ArgsError(msg),
+            other => ArgsError(other.to_string()),
+        })?;
+    let (max_model_len, block_size, num_blocks) = (
+        config.scheduler.max_model_len,
+        config.cache.block_size,
+        config.cache.num_blocks,
+    );
     let block_bytes = model.model.kv_block_bytes(block_size);
-    let num_blocks = match args.num_gpu_blocks_override {
-        Some(n) => n,
-        None => {
-            EngineConfig::num_blocks_for_memory(&model, block_size, args.kv_cache_memory as usize)
-        }
-    };
-    let capacity = num_blocks * block_size;
-    if capacity < max_model_len {
-        return Err(ArgsError(format!(
-            "the KV cache holds {capacity} tokens ({num_blocks} blocks of {block_size}), fewer than one \
-             request of --max-model-len {max_model_len} needs; raise --kv-cache-memory (now {} bytes, \
-             {block_bytes} bytes per block) or lower --max-model-len",
-            args.kv_cache_memory
-        ))
-        .into());
-    }
-    let policy = if args.scheduling_policy == "priority" {
-        SchedulingPolicy::Priority
-    } else {
-        SchedulingPolicy::Fcfs
-    };
-    let config = EngineConfig {
-        scheduler: SchedulerConfig {
-            max_num_batched_tokens,
-            max_num_seqs,
-            max_model_len,
-            enable_chunked_prefill: chunked,
-            long_prefill_token_threshold: args.long_prefill_token_threshold,
-            policy,
-            seed: args.seed,
-        },
-        cache: CacheConfig {
-            block_size,
-            num_blocks,
-            enable_prefix_caching: args.prefix_caching(),
-        },
-        max_waiting: args.max_waiting_requests,
-    };
+    let capacity = config.cache.capacity_tokens();
     let chat_template = match &chat_override {
         Some(src) => ChatTemplate::new(
             src.clone(),
@@ -161,7 +115,8 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, ServeError> {
         args.served_model_name.clone()
     };
     tracing::info!(
-        "model `{spec}` loaded in {load_ms:.0} ms from {model_root} (context {derived_len} tokens)"
+        "model `{spec}` loaded in {load_ms:.0} ms from {model_root} (context {} tokens)",
+        model.config.max_position_embeddings
     );
     tracing::info!(
         "KV cache: {num_blocks} blocks of {block_size} tokens = {capacity} tokens ({:.2} GiB); maximum \
@@ -172,8 +127,10 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, ServeError> {
     if !defaults.eq(&GenerationDefaults::default()) {
         tracing::info!("default sampling from generation_config: {defaults:?}");
     }
+    let (policy, max_num_seqs) = (config.scheduler.policy, config.scheduler.max_num_seqs);
+    let enable_prefix_caching = config.cache.enable_prefix_caching;
     let engine = EngineHandle::start(Arc::new(model), config)?;
-    let state = Arc::new(AppState::new(StateInit {
+    let state = Arc::new(AppState::new(ServerSettings {
         engine,
         served_names,
         model_root,
@@ -189,7 +146,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, ServeError> {
         cache_info: CacheInfo {
             block_size,
             num_blocks,
-            enable_prefix_caching: args.prefix_caching(),
+            enable_prefix_caching,
             gpu_memory_utilization: args.gpu_memory_utilization,
             kv_cache_memory_bytes: (num_blocks * block_bytes) as u64,
         },
@@ -251,7 +208,7 @@ pub async fn serve(
     tokio::select! {
         res = &mut server_task => {
             // The server stopped by itself (accept loop failure).
-            state.engine.shutdown();
+            state.settings.engine.shutdown();
             return match res {
                 Ok(r) => r.map_err(io("serving HTTP")),
                 Err(e) => Err(ServeError::Io { context: "the HTTP task".into(), source: std::io::Error::other(e.to_string()) }),
@@ -260,7 +217,7 @@ pub async fn serve(
         _ = signalled.notified() => {}
     }
     state.shutting_down.store(true, Ordering::SeqCst);
-    let draining = state.engine.num_unfinished();
+    let draining = state.settings.engine.num_unfinished();
     tracing::info!(
         "shutting down: no new connections; waiting up to {:.0} s for {draining} unfinished request(s)",
         shutdown_timeout.as_secs_f64()
@@ -271,9 +228,9 @@ pub async fn serve(
     if !drained {
         tracing::warn!(
             "shutdown timeout: aborting {} unfinished request(s)",
-            state.engine.num_unfinished()
+            state.settings.engine.num_unfinished()
         );
-        state.engine.shutdown();
+        state.settings.engine.shutdown();
         // Aborted streams end at once; give their connections a moment to close.
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut server_task).await;
         server_task.abort();
@@ -281,7 +238,7 @@ pub async fn serve(
     if let Some(t) = stats_task {
         t.abort();
     }
-    state.engine.shutdown();
+    state.settings.engine.shutdown();
     tracing::info!("ember stopped");
     Ok(())
 }
@@ -310,13 +267,13 @@ pub async fn shutdown_signal() {
 
 /// vLLM-style periodic statistics, logged only while something happens.
 async fn log_stats_loop(state: SharedState) {
-    let mut last = state.engine.metrics();
+    let mut last = state.settings.engine.metrics();
     let mut last_t = Instant::now();
     let mut ticker = tokio::time::interval(STATS_INTERVAL);
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let m = state.engine.metrics();
+        let m = state.settings.engine.metrics();
         let dt = last_t.elapsed().as_secs_f64().max(1e-9);
         let prompt = m
             .prompt_tokens_total

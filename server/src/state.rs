@@ -24,6 +24,18 @@ pub struct CacheInfo {
 }
 
 pub struct AppState {
+    /// What `ember serve`'s flags and the loaded model fixed at start.
+    pub settings: ServerSettings,
+    pub in_flight: AtomicUsize,
+    pub shutting_down: AtomicBool,
+    pub created: u64,
+    next_id: AtomicU64,
+    id_salt: u64,
+}
+
+pub type SharedState = Arc<AppState>;
+
+pub struct ServerSettings {
     pub engine: EngineHandle,
     /// `--served-model-name`s; the first is reported in responses and metrics.
     pub served_names: Vec<String>,
@@ -39,50 +51,15 @@ pub struct AppState {
     pub max_logprobs: usize,
     /// 0: no limit.
     pub concurrency_limit: usize,
-    pub in_flight: AtomicUsize,
-    pub shutting_down: AtomicBool,
-    pub cache_info: CacheInfo,
-    pub created: u64,
-    next_id: AtomicU64,
-    id_salt: u64,
-}
-
-pub type SharedState = Arc<AppState>;
-
-pub struct StateInit {
-    pub engine: EngineHandle,
-    pub served_names: Vec<String>,
-    pub model_root: String,
-    pub max_model_len: usize,
-    pub max_num_seqs: usize,
-    pub chat_template: ChatTemplate,
-    pub defaults: GenerationDefaults,
-    pub api_key: Option<String>,
-    pub policy: SchedulingPolicy,
-    pub log_requests: bool,
-    pub max_logprobs: usize,
-    pub concurrency_limit: usize,
     pub cache_info: CacheInfo,
 }
 
 impl AppState {
-    pub fn new(i: StateInit) -> Self {
+    pub fn new(settings: ServerSettings) -> Self {
         Self {
-            engine: i.engine,
-            served_names: i.served_names,
-            model_root: i.model_root,
-            max_model_len: i.max_model_len,
-            max_num_seqs: i.max_num_seqs,
-            chat_template: i.chat_template,
-            defaults: i.defaults,
-            api_key: i.api_key,
-            policy: i.policy,
-            log_requests: i.log_requests,
-            max_logprobs: i.max_logprobs,
-            concurrency_limit: i.concurrency_limit,
+            settings,
             in_flight: AtomicUsize::new(0),
             shutting_down: AtomicBool::new(false),
-            cache_info: i.cache_info,
             created: unix_now(),
             next_id: AtomicU64::new(0),
             id_salt: rand::rng().random(),
@@ -90,18 +67,18 @@ impl AppState {
     }
 
     pub fn model_name(&self) -> &str {
-        &self.served_names[0]
+        &self.settings.served_names[0]
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.engine.model().tokenizer
+        &self.settings.engine.model().tokenizer
     }
 
     /// The request's `model` must be one of the served names (absent: the first).
     pub fn check_model(&self, requested: Option<&str>) -> ApiResult<()> {
         match requested {
             None => Ok(()),
-            Some(m) if self.served_names.iter().any(|n| n == m) => Ok(()),
+            Some(m) if self.settings.served_names.iter().any(|n| n == m) => Ok(()),
             Some(m) => Err(ApiError::model_not_found(m)),
         }
     }
@@ -119,12 +96,12 @@ impl AppState {
             return Err(ember_engine::Error::Shutdown.into());
         }
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.concurrency_limit > 0 && now > self.concurrency_limit {
+        if self.settings.concurrency_limit > 0 && now > self.settings.concurrency_limit {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::overloaded(format!(
                 "The server is at its concurrency limit ({} requests in flight, --concurrency-limit). \
                  Retry later.",
-                self.concurrency_limit
+                self.settings.concurrency_limit
             )));
         }
         Ok(InFlight {
@@ -181,7 +158,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !self.state.log_requests {
+        if !self.state.settings.log_requests {
             return;
         }
         let r = &self.record;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ember_engine::{CacheConfig, EngineConfig, EngineHandle, SchedulerConfig};
+use ember_engine::{EngineHandle, EngineOptions};
 use ember_models::tokenizer::Tokenizer;
 
 use super::datasets::{self, DatasetConfig, SampleRequest};
@@ -17,69 +17,6 @@ use super::report::{self, Thresholds};
 use super::result::{self, RunMeta};
 use super::scenarios::Scenario;
 use super::{plot, BenchError, RunOptions, RunResult, Target};
-
-/// In-process engine settings, with `ember serve`'s flags and defaults so both roads run the same
-/// engine.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineOptions {
-    /// Default: the model's context length.
-    pub max_model_len: Option<usize>,
-    pub max_num_batched_tokens: Option<usize>,
-    pub max_num_seqs: Option<usize>,
-    pub block_size: usize,
-    /// KV-cache bytes, unless `num_blocks` is given.
-    pub kv_cache_memory: u64,
-    pub num_blocks: Option<usize>,
-    pub enable_prefix_caching: bool,
-    pub seed: u64,
-}
-
-impl EngineOptions {
-    fn config(
-        &self,
-        model: &ember_models::loader::LoadedModel,
-    ) -> Result<EngineConfig, BenchError> {
-        if self.block_size == 0 {
-            return Err(BenchError::Config("--block-size must be positive".into()));
-        }
-        let defaults = SchedulerConfig::default();
-        let max_model_len = self
-            .max_model_len
-            .unwrap_or(model.config.max_position_embeddings);
-        let scheduler = SchedulerConfig {
-            max_model_len,
-            max_num_batched_tokens: self
-                .max_num_batched_tokens
-                .unwrap_or(defaults.max_num_batched_tokens),
-            max_num_seqs: self.max_num_seqs.unwrap_or(defaults.max_num_seqs),
-            seed: self.seed,
-            ..defaults
-        };
-        let num_blocks = self.num_blocks.unwrap_or_else(|| {
-            EngineConfig::num_blocks_for_memory(
-                model,
-                self.block_size,
-                self.kv_cache_memory as usize,
-            )
-        });
-        if num_blocks == 0 {
-            return Err(BenchError::Config(format!(
-                "--kv-cache-memory {} bytes holds no KV block of {} tokens",
-                self.kv_cache_memory, self.block_size
-            )));
-        }
-        Ok(EngineConfig {
-            scheduler,
-            cache: CacheConfig {
-                block_size: self.block_size,
-                num_blocks,
-                enable_prefix_caching: self.enable_prefix_caching,
-            },
-            // The benchmark's own load limits apply; the engine queues everything.
-            max_waiting: 0,
-        })
-    }
-}
 
 pub enum TargetSpec {
     /// Load `model` and drive the engine directly.
@@ -212,7 +149,9 @@ fn build_target(plan: &Plan) -> Result<(Target, Tokenizer, &'static str), BenchE
                 Some(spec) => super::tokenizer::load_tokenizer(spec)?,
                 None => loaded.tokenizer.clone(),
             };
-            let config = engine.config(&loaded)?;
+            let config = engine
+                .resolve(&loaded)
+                .map_err(|e| BenchError::Config(e.to_string()))?;
             let handle = EngineHandle::start(Arc::new(loaded), config)
                 .map_err(|e| BenchError::Config(format!("starting the engine: {e}")))?;
             Ok((

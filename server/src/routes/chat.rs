@@ -97,19 +97,20 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
     // No max_tokens: up to the context length, capped by generation_config's max_new_tokens.
     let max_tokens = req.max_completion_tokens.or(req.max_tokens).or_else(|| {
         let room = state
+            .settings
             .max_model_len
             .checked_sub(ids.len())
             .filter(|&r| r > 0)?;
-        state.defaults.max_new_tokens.map(|m| m.min(room))
+        state.settings.defaults.max_new_tokens.map(|m| m.min(room))
     });
     let top_n = req.top_logprobs.unwrap_or(0);
     let sampling = sampling::build(SamplingInputs {
         fields: &req.sampling,
-        defaults: &state.defaults,
+        defaults: &state.settings.defaults,
         max_tokens,
         logprobs: want_logprobs.then_some(top_n),
-        max_logprobs: state.max_logprobs,
-        max_n: state.max_num_seqs,
+        max_logprobs: state.settings.max_logprobs,
+        max_n: state.settings.max_num_seqs,
     })?;
     let priority = generation::check_priority(&state, req.sampling.priority)?;
     // vLLM's chat echo: the last message's content leads the answer when it is the assistant's.

@@ -61,7 +61,7 @@ fn tokenize_prompts(
     if prompts.is_empty() {
         return Err(ApiError::invalid("prompt", "The prompt list is empty."));
     }
-    let vocab = state.engine.model().config.vocab_size;
+    let vocab = state.settings.engine.model().config.vocab_size;
     for p in &mut prompts {
         if let Some(&bad) = p.ids.iter().find(|&&t| t as usize >= vocab) {
             return Err(ApiError::invalid(
@@ -123,11 +123,11 @@ async fn handle(state: SharedState, req: CompletionRequest) -> ApiResult<Respons
     )?;
     let mut sampling = sampling::build(SamplingInputs {
         fields: &req.sampling,
-        defaults: &state.defaults,
+        defaults: &state.settings.defaults,
         max_tokens: Some(if echo_only { 1 } else { max_tokens }),
         logprobs: req.logprobs,
-        max_logprobs: state.max_logprobs,
-        max_n: state.max_num_seqs,
+        max_logprobs: state.settings.max_logprobs,
+        max_n: state.settings.max_num_seqs,
     })?;
     if echo_only {
         sampling.min_tokens = 0;

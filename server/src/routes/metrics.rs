@@ -12,9 +12,9 @@ use crate::state::{CacheInfo, SharedState};
 
 pub async fn metrics(State(state): State<SharedState>) -> Response {
     let text = render(
-        &state.engine.metrics(),
+        &state.settings.engine.metrics(),
         state.model_name(),
-        &state.cache_info,
+        &state.settings.cache_info,
         state.in_flight.load(std::sync::atomic::Ordering::Relaxed),
     );
     (

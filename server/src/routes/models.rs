@@ -8,6 +8,7 @@ use crate::state::SharedState;
 
 pub async fn list_models(State(state): State<SharedState>) -> Json<ModelList> {
     let data = state
+        .settings
         .served_names
         .iter()
         .map(|name| ModelCard {
@@ -15,9 +16,9 @@ pub async fn list_models(State(state): State<SharedState>) -> Json<ModelList> {
             object: "model",
             created: state.created,
             owned_by: "vllm",
-            root: state.model_root.clone(),
+            root: state.settings.model_root.clone(),
             parent: None,
-            max_model_len: state.max_model_len,
+            max_model_len: state.settings.max_model_len,
             permission: Vec::new(),
         })
         .collect();

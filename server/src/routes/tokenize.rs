@@ -72,7 +72,7 @@ fn tokenize_inner(state: &SharedState, req: TokenizeRequest) -> ApiResult<Tokeni
     });
     Ok(TokenizeResponse {
         count: tokens.len(),
-        max_model_len: state.max_model_len,
+        max_model_len: state.settings.max_model_len,
         tokens,
         token_strs,
     })
@@ -84,7 +84,7 @@ pub async fn detokenize(
 ) -> Response {
     let result = (|| -> ApiResult<DetokenizeResponse> {
         state.check_model(req.model.as_deref())?;
-        let vocab = state.engine.model().config.vocab_size;
+        let vocab = state.settings.engine.model().config.vocab_size;
         if let Some(&bad) = req.tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(ApiError::invalid(
                 "tokens",
@@ -106,7 +106,7 @@ pub async fn tokenizer_info(State(state): State<SharedState>) -> Response {
     let tok = state.tokenizer();
     Json(json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": state.max_model_len,
+        "model_max_length": state.settings.max_model_len,
         "vocab_size": tok.vocab_size(),
         "bos_token": tok.bos_token(),
         "eos_token": tok.eos_token(),
@@ -114,7 +114,7 @@ pub async fn tokenizer_info(State(state): State<SharedState>) -> Response {
         "eos_token_ids": tok.eos_token_ids(),
         "pad_token_id": tok.pad_token_id(),
         "add_bos_token": tok.add_bos(),
-        "chat_template": state.chat_template.source(),
+        "chat_template": state.settings.chat_template.source(),
     }))
     .into_response()
 }
