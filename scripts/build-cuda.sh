@@ -42,22 +42,32 @@ prepare() {
     base="${f%%.so.*}.so"
     [ -e "$base" ] || ln -s "$f" "$base"
   done)
-  # Stub driver: every cu* function named in cuda.h (and the versioned names its #defines map to) as an
-  # empty symbol; only the link needs them.
-  local header="$cu/include/cuda.h"
+  touch "$stamp"
+}
+
+# Stub driver: every cu* function named in cuda.h (and the versioned names its #defines map to), each
+# returning CUDA_ERROR_NO_DEVICE (100). The link only needs the names; a binary run here against the stub
+# (LD_LIBRARY_PATH=.venv-cuda/stub) sees "no CUDA device" and the GPU tests skip instead of crashing.
+stub() {
+  local header="$cu/include/cuda.h" src="$venv/libcuda_stub.c.new"
   [ -f "$header" ] || { echo "build-cuda: $header missing" >&2; exit 1; }
   {
     grep -oE '\bCUDAAPI[[:space:]]+cu[A-Za-z0-9_]+[[:space:]]*\(' "$header" | sed -E 's/CUDAAPI[[:space:]]+//; s/[[:space:]]*\(//'
     grep -oE '^#[[:space:]]*define[[:space:]]+cu[A-Za-z0-9_]+[[:space:]]+cu[A-Za-z0-9_]+' "$header" | awk '{print $NF}'
-  } | sort -u | awk '{printf "void %s(void) {}\n", $1}' > "$venv/libcuda_stub.c"
-  mkdir -p "$venv/stub"
-  cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$venv/stub/libcuda.so.1" "$venv/libcuda_stub.c"
-  ln -sf libcuda.so.1 "$venv/stub/libcuda.so"
-  echo "build-cuda: stub libcuda with $(wc -l < "$venv/libcuda_stub.c") symbols" >&2
-  touch "$stamp"
+  } | sort -u | awk '{printf "int %s(void) { return 100; }\n", $1}' > "$src"
+  if ! cmp -s "$src" "$venv/libcuda_stub.c" || [ ! -e "$venv/stub/libcuda.so.1" ]; then
+    mv "$src" "$venv/libcuda_stub.c"
+    mkdir -p "$venv/stub"
+    cc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$venv/stub/libcuda.so.1" "$venv/libcuda_stub.c"
+    ln -sf libcuda.so.1 "$venv/stub/libcuda.so"
+    echo "build-cuda: stub libcuda with $(wc -l < "$venv/libcuda_stub.c") symbols" >&2
+  else
+    rm -f "$src"
+  fi
 }
 
 prepare
+stub
 export PATH="$cu/bin:$PATH"
 export CUDA_HOME="$cu" CUDA_PATH="$cu" CUDA_ROOT="$cu"
 export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-89}"
