@@ -48,7 +48,9 @@ fn setup(
     q_len: usize,
     kv: KvDtype,
 ) -> (CudaLayerKvCache, GpuAttentionMetadata, Tensor) {
-    let Device::Cuda(cuda) = dev else { unreachable!() };
+    let Device::Cuda(cuda) = dev else {
+        unreachable!()
+    };
     let per_seq = ctx.div_ceil(BLOCK);
     let spec = KvCacheSpec {
         num_blocks: seqs * per_seq,
@@ -56,12 +58,15 @@ fn setup(
         num_kv_heads: KV_HEADS,
         head_dim: HEAD_DIM,
     };
-    let mut cache = CudaLayerKvCache::new(spec, DType::BF16, kv, 4.0 / 448.0, 4.0 / 448.0, dev).unwrap();
+    let mut cache =
+        CudaLayerKvCache::new(spec, DType::BF16, kv, 4.0 / 448.0, 4.0 / 448.0, dev).unwrap();
     // Fill every slot with random K/V through the cache-write kernel, one sequence at a time.
     for s in 0..seqs {
         let table: Vec<u32> = (0..per_seq).map(|b| (s * per_seq + b) as u32).collect();
         let fill = AttentionMetadata {
-            slot_mapping: (0..ctx).map(|p| table[p / BLOCK] as usize * BLOCK + p % BLOCK).collect(),
+            slot_mapping: (0..ctx)
+                .map(|p| table[p / BLOCK] as usize * BLOCK + p % BLOCK)
+                .collect(),
             seqs: vec![SeqSpan {
                 query_start: 0,
                 query_len: ctx,
@@ -70,13 +75,21 @@ fn setup(
             }],
         };
         let m = GpuAttentionMetadata::upload(&fill, ctx, &spec, cuda).unwrap();
-        let k = Tensor::randn(0f32, 1.0, (ctx, KV_HEADS, HEAD_DIM), dev).unwrap().to_dtype(DType::BF16).unwrap();
-        let v = Tensor::randn(0f32, 1.0, (ctx, KV_HEADS, HEAD_DIM), dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (ctx, KV_HEADS, HEAD_DIM), dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let v = Tensor::randn(0f32, 1.0, (ctx, KV_HEADS, HEAD_DIM), dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
         cache.write(&k, &v, &m).unwrap();
     }
     let meta = AttentionMetadata {
         slot_mapping: (0..seqs)
-            .flat_map(|s| (ctx - q_len..ctx).map(move |p| (s * per_seq + p / BLOCK) * BLOCK + p % BLOCK))
+            .flat_map(|s| {
+                (ctx - q_len..ctx).map(move |p| (s * per_seq + p / BLOCK) * BLOCK + p % BLOCK)
+            })
             .collect(),
         seqs: (0..seqs)
             .map(|s| SeqSpan {
@@ -100,7 +113,9 @@ fn main() {
     let dev = match Device::new_cuda(0) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("cuda_attention: no CUDA device ({e}); nothing to measure");
+            let why = e.to_string();
+            let why = why.lines().next().unwrap_or_default();
+            eprintln!("cuda_attention: no CUDA device ({why}); nothing to measure");
             return;
         }
     };
@@ -109,15 +124,25 @@ fn main() {
 
     // Copy ceiling: 1 GiB device-to-device, counting bytes read plus written.
     let n = 1usize << 29;
-    let src = Tensor::randn(0f32, 1.0, n / 2, &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let src = Tensor::randn(0f32, 1.0, n / 2, &dev)
+        .unwrap()
+        .to_dtype(DType::BF16)
+        .unwrap();
     let secs = time(&dev, || {
         let _ = src.copy().unwrap();
     });
     let copy_gbs = 2.0 * (n as f64) / secs / 1e9;
-    println!("{{\"kind\":\"copy\",\"bytes\":{},\"gbs\":{copy_gbs:.1}}}", n * 2);
+    println!(
+        "{{\"kind\":\"copy\",\"bytes\":{},\"gbs\":{copy_gbs:.1}}}",
+        n * 2
+    );
 
     // Prefill: one sequence of `s` tokens, causal, all of it computed (flops = 2·2·s²/2·h·d).
-    let sizes: &[usize] = if quick { &[512, 2048] } else { &[512, 1024, 2048, 4096, 8192] };
+    let sizes: &[usize] = if quick {
+        &[512, 2048]
+    } else {
+        &[512, 1024, 2048, 4096, 8192]
+    };
     for &s in sizes {
         let (cache, meta, q) = setup(&dev, 1, s, s, KvDtype::Model);
         let secs = time(&dev, || {
@@ -129,7 +154,10 @@ fn main() {
             "{{\"kind\":\"prefill\",\"seq\":{s},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS},\"head_dim\":{HEAD_DIM},\"ms\":{:.4},\"tflops\":{tflops:.2}}}",
             secs * 1e3
         );
-        table.push(format!("prefill seq {s:5}: {:8.3} ms  {tflops:7.1} TFLOP/s", secs * 1e3));
+        table.push(format!(
+            "prefill seq {s:5}: {:8.3} ms  {tflops:7.1} TFLOP/s",
+            secs * 1e3
+        ));
     }
 
     // Decode: `batch` sequences of `ctx` cached tokens, one query each; bytes = K + V read once.

@@ -34,7 +34,9 @@ fn main() {
             .arg(&ptx)
             .status()
             .unwrap_or_else(|e| {
-                panic!("cannot run {nvcc} (put CUDA's nvcc on PATH, e.g. scripts/build-cuda.sh): {e}")
+                panic!(
+                    "cannot run {nvcc} (put CUDA's nvcc on PATH, e.g. scripts/build-cuda.sh): {e}"
+                )
             });
         assert!(status.success(), "nvcc failed on {src}");
     }

@@ -10,7 +10,8 @@
 #     (default)  cargo build --release --features cuda
 #     --check    cargo check --release --features cuda --workspace --all-targets (build scripts still run
 #                nvcc on every kernel, so a kernel that does not compile fails)
-#     --tests    cargo test --release --features cuda -p ember-kernels --no-run (compiles the GPU tests)
+#     --tests    builds the GPU kernel tests (kernels/tests/cuda_kernels.rs) and the attention bench without
+#                running them, with the same feature set as the build (so nothing is rebuilt twice)
 #     --env      only prepares the toolkit and prints `export` lines for the environment (eval "$(...)")
 # Idempotent: a second run reuses the toolkit. Keep nvcc at 13.0: the GPU machine's driver (580) is CUDA
 # 13.0 and cannot load PTX from a newer nvcc.
@@ -86,7 +87,9 @@ case "$mode" in
     done
     exit 0 ;;
   --check) shift; set -- check --release --features cuda --workspace --all-targets "$@" ;;
-  --tests) shift; set -- test --release --features cuda -p ember-kernels --no-run "$@" ;;
+  # `-p ember-kernels` alone would resolve other features for candle and rebuild it (and its kernels);
+  # selecting the test target across the workspace keeps the build's feature set.
+  --tests) shift; set -- test --release --features cuda --workspace --test cuda_kernels --bench cuda_attention --no-run "$@" ;;
   *) set -- build --release --features cuda "$@" ;;
 esac
 echo "build-cuda: nvcc $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p'), CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP: cargo $*" >&2

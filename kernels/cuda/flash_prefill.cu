@@ -32,7 +32,9 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
 
   const int seq = seq_ids[blockIdx.y];
   const int qlen = query_len[seq];
-  const int q0 = blockIdx.x * BM;
+  // Last tiles first: under causal masking they have the most keys, so the long blocks start early and
+  // the short ones fill the tail.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BM;
   if (q0 >= qlen) return;
   const int head = blockIdx.z;
   const int kv_head = head / (num_heads / num_kv_heads);

@@ -56,7 +56,7 @@ __device__ __forceinline__ void paged_decode(float *__restrict__ part_out, float
       float kf[8];
       if (p < n) {
         const C *src = k_cache + cache_offset(bt, start + p, block_size, num_kv_heads, kv_head, D) + c8;
-        T tmp[8];
+        __align__(16) T tmp[8];
         Row8<C, T>::copy(src, k_scale, tmp);
 #pragma unroll
         for (int j = 0; j < 8; j++) kf[j] = Num<T>::to_float(tmp[j]);

@@ -94,7 +94,9 @@ pub fn paged_attention_into(
         )));
     }
     if !matches!(q.device(), Device::Cuda(_)) || !matches!(out.device(), Device::Cuda(_)) {
-        return Err(Error::Unsupported("CUDA attention of non-CUDA tensors".into()));
+        return Err(Error::Unsupported(
+            "CUDA attention of non-CUDA tensors".into(),
+        ));
     }
     if tokens == 0 {
         return Ok(());
@@ -106,12 +108,15 @@ pub fn paged_attention_into(
     let (k_scale, v_scale) = cache.scales();
     let scale_log2 = softmax_scale * std::f32::consts::LOG2_E;
     let group = num_heads / spec.num_kv_heads;
-    let use_decode = choice == KernelChoice::Auto
-        && meta.num_decode > 0
-        && group <= ptx::DECODE_MAX_GROUP;
+    let use_decode =
+        choice == KernelChoice::Auto && meta.num_decode > 0 && group <= ptx::DECODE_MAX_GROUP;
     // Sequences for the prefill kernel: all of them unless the decode kernel takes the one-token ones.
     let (prefill_ids, num_prefill, max_q) = if use_decode {
-        (meta.prefill_ids.as_ref(), meta.num_prefill, meta.max_prefill_len)
+        (
+            meta.prefill_ids.as_ref(),
+            meta.num_prefill,
+            meta.max_prefill_len,
+        )
     } else {
         (meta.all_ids.as_ref(), meta.num_seqs, meta.max_query_len)
     };
@@ -119,7 +124,9 @@ pub fn paged_attention_into(
     let (q_store, q_layout) = q.storage_and_layout();
     let (o_store, o_layout) = out.storage_and_layout();
     let (Storage::Cuda(q_store), Storage::Cuda(o_store)) = (&*q_store, &*o_store) else {
-        return Err(Error::Unsupported("CUDA attention of non-CUDA tensors".into()));
+        return Err(Error::Unsupported(
+            "CUDA attention of non-CUDA tensors".into(),
+        ));
     };
     let (heads_i, kv_heads_i, bs_i, max_blocks_i) = (
         num_heads as i32,

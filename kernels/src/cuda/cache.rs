@@ -77,7 +77,10 @@ impl CudaLayerKvCache {
 
     /// Bytes one block of one layer takes (K and V), for sizing the pool from free device memory.
     pub fn block_bytes(spec: &KvCacheSpec, model_dtype: DType, kv_dtype: KvDtype) -> usize {
-        2 * spec.block_size * spec.num_kv_heads * spec.head_dim * Self::elem_bytes(model_dtype, kv_dtype)
+        2 * spec.block_size
+            * spec.num_kv_heads
+            * spec.head_dim
+            * Self::elem_bytes(model_dtype, kv_dtype)
     }
 
     pub fn spec(&self) -> &KvCacheSpec {

@@ -32,7 +32,9 @@ fn cuda_err(e: impl std::fmt::Display) -> Error {
 }
 
 fn launch_err(kernel: &str, e: DriverError) -> Error {
-    Error::Candle(candle_core::Error::Msg(format!("launching {kernel}: {e:?}")))
+    Error::Candle(candle_core::Error::Msg(format!(
+        "launching {kernel}: {e:?}"
+    )))
 }
 
 /// Kernel-name fragment of a tensor element type.
