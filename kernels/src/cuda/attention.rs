@@ -67,7 +67,8 @@ pub fn paged_attention_into(
     let (tokens, num_heads, head_dim) = q.dims3()?;
     if tokens != meta.tokens
         || head_dim != spec.head_dim
-        || num_heads % spec.num_kv_heads != 0
+        || spec.num_kv_heads == 0
+        || !num_heads.is_multiple_of(spec.num_kv_heads)
         || out.dims() != q.dims()
         || !out.is_contiguous()
         || q.dtype() != cache.model_dtype()

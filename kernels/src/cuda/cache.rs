@@ -46,7 +46,7 @@ impl CudaLayerKvCache {
                 "fp8 KV scales must be positive and finite, got {k_scale} and {v_scale}"
             )));
         }
-        if spec.head_dim % 8 != 0 {
+        if !spec.head_dim.is_multiple_of(8) {
             return Err(Error::Unsupported(format!(
                 "CUDA KV cache with head_dim {} (a multiple of 8 is needed)",
                 spec.head_dim
