@@ -5,7 +5,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use ember_kernels::cuda::{
-    paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata, KernelChoice, KvDtype,
+    kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
+    KernelChoice, KvDtype,
 };
 use ember_kernels::{AttentionMetadata, KvCacheSpec, SeqSpan};
 use rand::rngs::StdRng;
@@ -524,4 +525,20 @@ fn bad_input_is_an_error_not_a_panic() {
         ..meta
     };
     assert!(GpuAttentionMetadata::upload(&bad, 1, &spec, cuda).is_err());
+}
+
+/// Needs no device: the pool sizing arithmetic behind `--gpu-memory-utilization`.
+#[test]
+fn kv_pool_takes_the_share_left_after_what_is_in_use() {
+    let gib = 1usize << 30;
+    // 80 GiB card, 4 GiB in use, 0.9 -> 72 GiB budget, 68 GiB for blocks of 1 MiB.
+    assert_eq!(
+        kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 1 << 20).unwrap(),
+        68 * 1024
+    );
+    // Nothing left, a utilization out of range, or empty blocks: errors, not panics.
+    assert!(kv_blocks_for_memory(10 * gib, 80 * gib, 0.9, 1 << 20).is_err());
+    assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 1.5, 1 << 20).is_err());
+    assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.0, 1 << 20).is_err());
+    assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 0).is_err());
 }

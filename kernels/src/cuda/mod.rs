@@ -12,11 +12,13 @@
 
 mod attention;
 mod cache;
+mod memory;
 mod metadata;
 pub mod ptx;
 
 pub use attention::{paged_attention, paged_attention_into, KernelChoice};
 pub use cache::{CudaLayerKvCache, KvDtype};
+pub use memory::{device_memory, kv_blocks_for_memory};
 pub use metadata::GpuAttentionMetadata;
 
 use crate::Error;
