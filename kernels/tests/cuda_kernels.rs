@@ -536,8 +536,13 @@ fn kv_pool_takes_the_share_left_after_what_is_in_use() {
         kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 1 << 20).unwrap(),
         68 * 1024
     );
-    // Nothing left, a utilization out of range, or empty blocks: errors, not panics.
-    assert!(kv_blocks_for_memory(10 * gib, 80 * gib, 0.9, 1 << 20).is_err());
+    // 70 GiB in use leaves 2 GiB of the budget; 75 GiB leaves nothing. Nothing left, a utilization out
+    // of range, or empty blocks: errors, not panics.
+    assert_eq!(
+        kv_blocks_for_memory(10 * gib, 80 * gib, 0.9, 1 << 20).unwrap(),
+        2 * 1024
+    );
+    assert!(kv_blocks_for_memory(5 * gib, 80 * gib, 0.9, 1 << 20).is_err());
     assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 1.5, 1 << 20).is_err());
     assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.0, 1 << 20).is_err());
     assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 0).is_err());
