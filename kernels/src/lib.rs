@@ -3,6 +3,8 @@
 //! the tensors picks the implementation.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod kv_cache;
 mod metadata;
 mod quant_matmul;

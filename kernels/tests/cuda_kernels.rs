@@ -1,0 +1,549 @@
+//! ember's CUDA kernels (cache write, flash prefill, split-K decode) against a float64 CPU reference, on
+//! fresh random inputs with NaN-poisoned outputs and cache. Without a CUDA device every test prints why it
+//! skips and returns.
+#![cfg(feature = "cuda")]
+
+use candle_core::{DType, Device, Tensor};
+use ember_kernels::cuda::{
+    kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
+    KernelChoice, KvDtype,
+};
+use ember_kernels::{AttentionMetadata, KvCacheSpec, SeqSpan};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+fn gpu() -> Option<Device> {
+    match Device::new_cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            // candle appends a backtrace to the message; the first line says why.
+            let why = e.to_string();
+            eprintln!(
+                "skipping: no CUDA device ({})",
+                why.lines().next().unwrap_or_default()
+            );
+            None
+        }
+    }
+}
+
+/// One attention problem: cache geometry, types, and per sequence (cached context, new tokens).
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    block_size: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    kv: KvDtype,
+    seed: u64,
+}
+
+fn round_to(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        _ => half::f16::from_f32(x).to_f32(),
+    }
+}
+
+/// Decodes one cache element as the kernels read it.
+fn decode(dtype: DType, kv: KvDtype, bytes: &[u8], scale: f32) -> f64 {
+    match kv {
+        KvDtype::Fp8E4M3 => e4m3_to_f64(bytes[0]) * scale as f64,
+        KvDtype::Model => {
+            let bits = u16::from_le_bytes([bytes[0], bytes[1]]);
+            match dtype {
+                DType::BF16 => half::bf16::from_bits(bits).to_f64(),
+                _ => half::f16::from_bits(bits).to_f64(),
+            }
+        }
+    }
+}
+
+fn e4m3_to_f64(b: u8) -> f64 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = ((b >> 3) & 0xF) as i32;
+    let man = (b & 7) as f64;
+    if exp == 0xF && b & 7 == 7 {
+        return f64::NAN;
+    }
+    if exp == 0 {
+        sign * man / 8.0 * 2f64.powi(-6)
+    } else {
+        sign * (1.0 + man / 8.0) * 2f64.powi(exp - 7)
+    }
+}
+
+fn to_device(x: &[f32], shape: (usize, usize, usize), dtype: DType, dev: &Device) -> Tensor {
+    Tensor::from_vec(x.to_vec(), shape, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+        .to_device(dev)
+        .unwrap()
+}
+
+/// Causal GQA attention in f64 for the last `q_len` of `n` positions; k/v are `[n, kv_heads, d]`.
+#[allow(clippy::too_many_arguments)]
+fn reference(
+    q: &[f32],
+    k: &[f64],
+    v: &[f64],
+    n: usize,
+    q_len: usize,
+    h: usize,
+    kvh: usize,
+    d: usize,
+    scale: f64,
+) -> Vec<f64> {
+    let mut out = vec![0.0; q_len * h * d];
+    let mut scores = Vec::with_capacity(n);
+    for qi in 0..q_len {
+        let pos = n - q_len + qi;
+        for head in 0..h {
+            let kv = head / (h / kvh);
+            let qv = &q[(qi * h + head) * d..][..d];
+            scores.clear();
+            for j in 0..=pos {
+                let kr = &k[(j * kvh + kv) * d..][..d];
+                scores.push(qv.iter().zip(kr).map(|(&a, &b)| a as f64 * b).sum::<f64>() * scale);
+            }
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
+            let o = &mut out[(qi * h + head) * d..][..d];
+            for (j, s) in scores.iter().enumerate() {
+                let p = (s - max).exp() / sum;
+                let vr = &v[(j * kvh + kv) * d..][..d];
+                for (o, &x) in o.iter_mut().zip(vr) {
+                    *o += p * x;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Relative error bound per METHOD.md: bf16 operands land between 1e-3 and 1e-2, f16 about 8x tighter.
+fn tolerance(dtype: DType) -> f64 {
+    match dtype {
+        DType::BF16 => 1e-2,
+        _ => 2e-3,
+    }
+}
+
+/// Builds the paged cache for `seqs` through the cache-write kernel (earlier context in a step of its own,
+/// then this step's tokens), checks what landed in the cache, runs attention with `choice` into a
+/// NaN-poisoned output and compares with the float64 reference over the cache's own (rounded) values.
+fn check(dev: &Device, case: Case, seqs: &[(usize, usize)], choice: KernelChoice) {
+    let Case {
+        block_size,
+        heads: h,
+        kv_heads: kvh,
+        head_dim: d,
+        dtype,
+        kv,
+        seed,
+    } = case;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let blocks: usize = seqs.iter().map(|(p, n)| (p + n).div_ceil(block_size)).sum();
+    let spec = KvCacheSpec {
+        num_blocks: blocks + 3,
+        block_size,
+        num_kv_heads: kvh,
+        head_dim: d,
+    };
+    // Per-tensor fp8 scales: random values are within ±2, so 2/448 keeps them in e4m3's range.
+    let (k_scale, v_scale) = (2.0 / 448.0, 1.5 / 448.0);
+    let mut cache = CudaLayerKvCache::new(spec, dtype, kv, k_scale, v_scale, dev).unwrap();
+    cache.fill_bytes(0xFF).unwrap();
+    let mut ids: Vec<u32> = (0..spec.num_blocks as u32).collect();
+    ids.shuffle(&mut rng);
+
+    let slot =
+        |table: &[u32], p: usize| table[p / block_size] as usize * block_size + p % block_size;
+    let mut tables = Vec::new();
+    let mut full_k = Vec::new();
+    let mut full_v = Vec::new();
+    let mut next = 0;
+    // Earlier context: one step of all sequences' cached positions (only the cache write matters there).
+    let mut prior = AttentionMetadata::default();
+    let (mut pk, mut pv) = (Vec::new(), Vec::new());
+    for &(past, new) in seqs {
+        let total = past + new;
+        let table = ids[next..next + total.div_ceil(block_size)].to_vec();
+        next += table.len();
+        let k: Vec<f32> = (0..total * kvh * d)
+            .map(|_| rng.random_range(-2.0f32..2.0))
+            .collect();
+        let v: Vec<f32> = (0..total * kvh * d)
+            .map(|_| rng.random_range(-1.5f32..1.5))
+            .collect();
+        if past > 0 {
+            prior.seqs.push(SeqSpan {
+                query_start: prior.slot_mapping.len(),
+                query_len: past,
+                context_len: past,
+                block_table: table.clone(),
+            });
+            prior
+                .slot_mapping
+                .extend((0..past).map(|p| slot(&table, p)));
+            pk.extend_from_slice(&k[..past * kvh * d]);
+            pv.extend_from_slice(&v[..past * kvh * d]);
+        }
+        tables.push(table);
+        full_k.push(k);
+        full_v.push(v);
+    }
+    let Device::Cuda(cuda) = dev else {
+        unreachable!()
+    };
+    if !prior.seqs.is_empty() {
+        let n = prior.slot_mapping.len();
+        let meta = GpuAttentionMetadata::upload(&prior, n, &spec, cuda).unwrap();
+        let kt = to_device(&pk, (n, kvh, d), dtype, dev);
+        let vt = to_device(&pv, (n, kvh, d), dtype, dev);
+        cache.write(&kt, &vt, &meta).unwrap();
+    }
+    // This step: every sequence's new tokens, packed.
+    let mut meta = AttentionMetadata::default();
+    let (mut q_all, mut k_all, mut v_all) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &(past, new)) in seqs.iter().enumerate() {
+        meta.seqs.push(SeqSpan {
+            query_start: meta.slot_mapping.len(),
+            query_len: new,
+            context_len: past + new,
+            block_table: tables[i].clone(),
+        });
+        meta.slot_mapping
+            .extend((past..past + new).map(|p| slot(&tables[i], p)));
+        // Queries scaled up so the softmax is far from uniform.
+        q_all.extend((0..new * h * d).map(|_| round_to(dtype, rng.random_range(-3.0f32..3.0))));
+        k_all.extend_from_slice(&full_k[i][past * kvh * d..]);
+        v_all.extend_from_slice(&full_v[i][past * kvh * d..]);
+    }
+    let tokens = meta.slot_mapping.len();
+    let gmeta = GpuAttentionMetadata::upload(&meta, tokens, &spec, cuda).unwrap();
+    cache
+        .write(
+            &to_device(&k_all, (tokens, kvh, d), dtype, dev),
+            &to_device(&v_all, (tokens, kvh, d), dtype, dev),
+            &gmeta,
+        )
+        .unwrap();
+
+    // The cache holds every written position (rounded to its type) and nothing else changed.
+    let (kb, vb) = cache.to_host_bytes().unwrap();
+    let esize = match kv {
+        KvDtype::Model => 2,
+        KvDtype::Fp8E4M3 => 1,
+    };
+    let mut written = vec![false; spec.layer_elems()];
+    let mut cached_k = Vec::new();
+    let mut cached_v = Vec::new();
+    for (i, &(past, new)) in seqs.iter().enumerate() {
+        let (mut ck, mut cv) = (Vec::new(), Vec::new());
+        for p in 0..past + new {
+            for head in 0..kvh {
+                let base = spec.offset(slot(&tables[i], p), head);
+                for j in 0..d {
+                    let e = base + j;
+                    written[e] = true;
+                    let gk = decode(dtype, kv, &kb[e * esize..], k_scale);
+                    let gv = decode(dtype, kv, &vb[e * esize..], v_scale);
+                    let (xk, xv) = (
+                        full_k[i][(p * kvh + head) * d + j] as f64,
+                        full_v[i][(p * kvh + head) * d + j] as f64,
+                    );
+                    // The tensors were rounded to the model's type on the way in. bf16/f16 storage keeps
+                    // that value exactly; e4m3 keeps 3 mantissa bits (rounding error at most 1/16 of the
+                    // value) above its subnormals (steps of scale·2^-9).
+                    let (xk, xv) = (
+                        round_to(dtype, xk as f32) as f64,
+                        round_to(dtype, xv as f32) as f64,
+                    );
+                    let (ek, ev) = match kv {
+                        KvDtype::Model => ((gk - xk).abs(), (gv - xv).abs()),
+                        KvDtype::Fp8E4M3 => (
+                            (gk - xk).abs()
+                                - 1.001 * (xk.abs() / 16.0 + k_scale as f64 * 2f64.powi(-10)),
+                            (gv - xv).abs()
+                                - 1.001 * (xv.abs() / 16.0 + v_scale as f64 * 2f64.powi(-10)),
+                        ),
+                    };
+                    assert!(
+                        ek <= 0.0 && ev <= 0.0,
+                        "{case:?}: cache at seq {i} pos {p} head {head} dim {j}: k {gk} for {xk}, v {gv} for {xv}"
+                    );
+                    ck.push(gk);
+                    cv.push(gv);
+                }
+            }
+        }
+        cached_k.push(ck);
+        cached_v.push(cv);
+    }
+    let untouched = written
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !**w)
+        .all(|(e, _)| kb[e * esize..(e + 1) * esize].iter().all(|&b| b == 0xFF));
+    assert!(
+        untouched,
+        "{case:?}: the cache write touched slots outside the slot mapping"
+    );
+
+    // Attention into a NaN-poisoned output.
+    let scale = 1.0 / (d as f32).sqrt();
+    let q = to_device(&q_all, (tokens, h, d), dtype, dev);
+    let out = Tensor::full(f32::NAN, (tokens, h, d), dev)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap();
+    paged_attention_into(&q, &cache, &gmeta, scale, &out, choice).unwrap();
+    let got: Vec<f32> = out
+        .to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let (mut err2, mut ref2) = (0f64, 0f64);
+    for (i, &(past, new)) in seqs.iter().enumerate() {
+        let start = meta.seqs[i].query_start;
+        let expected = reference(
+            &q_all[start * h * d..(start + new) * h * d],
+            &cached_k[i],
+            &cached_v[i],
+            past + new,
+            new,
+            h,
+            kvh,
+            d,
+            scale as f64,
+        );
+        let g = &got[start * h * d..(start + new) * h * d];
+        for (j, (&g, &e)) in g.iter().zip(&expected).enumerate() {
+            assert!(
+                g.is_finite(),
+                "{case:?} {choice:?}: seq {i} (past {past}, new {new}) element {j} is {g} (unwritten or NaN)"
+            );
+            err2 += (g as f64 - e).powi(2);
+            ref2 += e * e;
+        }
+    }
+    let rel = (err2 / ref2).sqrt();
+    eprintln!("{case:?} {choice:?} seqs {seqs:?}: relative error {rel:.2e}");
+    assert!(
+        rel < tolerance(dtype),
+        "{case:?} {choice:?} seqs {seqs:?}: relative error {rel:e} over {}",
+        tolerance(dtype)
+    );
+}
+
+/// Mixed batches: fresh prefills, chunked prefills over cached context, decodes, odd lengths and block
+/// boundaries (lengths at, one under and one over multiples of the block size and the 64-row tiles).
+const MIXED: &[(usize, usize)] = &[
+    (0, 1),
+    (0, 37),
+    (50, 1),
+    (13, 20),
+    (0, 64),
+    (64, 65),
+    (127, 1),
+    (15, 17),
+    (200, 63),
+];
+
+fn both_kernels(case: Case, seqs: &[(usize, usize)]) {
+    let Some(dev) = gpu() else { return };
+    check(&dev, case, seqs, KernelChoice::Auto);
+    check(
+        &dev,
+        Case {
+            seed: case.seed + 1000,
+            ..case
+        },
+        seqs,
+        KernelChoice::PrefillOnly,
+    );
+}
+
+fn case(
+    block_size: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: DType,
+    seed: u64,
+) -> Case {
+    Case {
+        block_size,
+        heads,
+        kv_heads,
+        head_dim,
+        dtype,
+        kv: KvDtype::Model,
+        seed,
+    }
+}
+
+#[test]
+fn bf16_d128_mha_mixed_batch() {
+    both_kernels(case(16, 4, 4, 128, DType::BF16, 1), MIXED);
+}
+
+#[test]
+fn bf16_d64_gqa2_mixed_batch() {
+    both_kernels(case(16, 8, 4, 64, DType::BF16, 2), MIXED);
+}
+
+#[test]
+fn bf16_d64_gqa7_odd_block_size() {
+    // Qwen2.5-0.5B's shape: 14 heads over 2 kv heads; a block size that divides nothing.
+    both_kernels(case(7, 14, 2, 64, DType::BF16, 3), MIXED);
+}
+
+#[test]
+fn f16_d128_gqa2_block32() {
+    both_kernels(case(32, 4, 2, 128, DType::F16, 4), MIXED);
+}
+
+#[test]
+fn block_size_one() {
+    both_kernels(
+        case(1, 2, 1, 64, DType::BF16, 5),
+        &[(0, 9), (30, 1), (5, 70)],
+    );
+}
+
+#[test]
+fn gqa16_decode_falls_back_to_the_prefill_kernel() {
+    both_kernels(
+        case(16, 16, 1, 128, DType::BF16, 6),
+        &[(100, 1), (0, 33), (300, 1)],
+    );
+}
+
+#[test]
+fn long_contexts_split_k_and_chunked_prefill() {
+    // Decodes over many 256-key partitions (including a partial last one) next to a long prefill chunk
+    // on top of cached context.
+    both_kernels(
+        case(16, 4, 2, 128, DType::BF16, 7),
+        &[
+            (8191, 1),
+            (3000, 1),
+            (1000, 300),
+            (256, 1),
+            (255, 1),
+            (0, 1500),
+        ],
+    );
+}
+
+#[test]
+fn long_prefill_d64() {
+    let Some(dev) = gpu() else { return };
+    check(
+        &dev,
+        case(16, 2, 1, 64, DType::BF16, 8),
+        &[(0, 2048), (0, 1)],
+        KernelChoice::Auto,
+    );
+}
+
+#[test]
+fn fp8_cache_bf16_and_f16() {
+    let Some(dev) = gpu() else { return };
+    for (i, (dtype, d, h, kvh)) in [
+        (DType::BF16, 128, 4, 2),
+        (DType::F16, 64, 14, 2),
+        (DType::BF16, 64, 7, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = Case {
+            kv: KvDtype::Fp8E4M3,
+            ..case(16, h, kvh, d, dtype, 20 + i as u64)
+        };
+        check(&dev, c, MIXED, KernelChoice::Auto);
+        check(
+            &dev,
+            Case {
+                seed: c.seed + 1000,
+                ..c
+            },
+            MIXED,
+            KernelChoice::PrefillOnly,
+        );
+        check(
+            &dev,
+            Case {
+                seed: c.seed + 2000,
+                ..c
+            },
+            &[(2000, 1), (700, 90)],
+            KernelChoice::Auto,
+        );
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let Some(dev) = gpu() else { return };
+    let spec = KvCacheSpec {
+        num_blocks: 4,
+        block_size: 16,
+        num_kv_heads: 2,
+        head_dim: 96,
+    };
+    // Head dim 96 is not built: a clear error when attending.
+    let cache = CudaLayerKvCache::new(spec, DType::BF16, KvDtype::Model, 1.0, 1.0, &dev).unwrap();
+    let meta = AttentionMetadata {
+        slot_mapping: vec![0],
+        seqs: vec![SeqSpan {
+            query_start: 0,
+            query_len: 1,
+            context_len: 1,
+            block_table: vec![0],
+        }],
+    };
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!()
+    };
+    let gmeta = GpuAttentionMetadata::upload(&meta, 1, &spec, cuda).unwrap();
+    let q = Tensor::zeros((1, 4, 96), DType::BF16, &dev).unwrap();
+    let out = q.zeros_like().unwrap();
+    assert!(paged_attention_into(&q, &cache, &gmeta, 1.0, &out, KernelChoice::Auto).is_err());
+    // f32 is not a CUDA attention type; a slot outside the cache is rejected at upload.
+    assert!(CudaLayerKvCache::new(spec, DType::F32, KvDtype::Model, 1.0, 1.0, &dev).is_err());
+    let bad = AttentionMetadata {
+        slot_mapping: vec![64],
+        ..meta
+    };
+    assert!(GpuAttentionMetadata::upload(&bad, 1, &spec, cuda).is_err());
+}
+
+/// Needs no device: the pool sizing arithmetic behind `--gpu-memory-utilization`.
+#[test]
+fn kv_pool_takes_the_share_left_after_what_is_in_use() {
+    let gib = 1usize << 30;
+    // 80 GiB card, 4 GiB in use, 0.9 -> 72 GiB budget, 68 GiB for blocks of 1 MiB.
+    assert_eq!(
+        kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 1 << 20).unwrap(),
+        68 * 1024
+    );
+    // 70 GiB in use leaves 2 GiB of the budget; 75 GiB leaves nothing. Nothing left, a utilization out
+    // of range, or empty blocks: errors, not panics.
+    assert_eq!(
+        kv_blocks_for_memory(10 * gib, 80 * gib, 0.9, 1 << 20).unwrap(),
+        2 * 1024
+    );
+    assert!(kv_blocks_for_memory(5 * gib, 80 * gib, 0.9, 1 << 20).is_err());
+    assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 1.5, 1 << 20).is_err());
+    assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.0, 1 << 20).is_err());
+    assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 0).is_err());
+}
