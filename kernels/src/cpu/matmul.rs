@@ -24,7 +24,7 @@ pub fn matmul_t_with(
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(w.len(), n * k, "w is not [n, k]");
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
-    for_each_tile(m, n, out, |r0, rows, col, vals| {
+    for_each_tile::<ROW_TILE, _>(m, n, out, |r0, rows, col, vals| {
         let xs: [&[f32]; ROW_TILE] = std::array::from_fn(|i| {
             let r = (r0 + i).min(m - 1);
             &x[r * k..(r + 1) * k]
