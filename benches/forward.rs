@@ -1,5 +1,7 @@
 //! Forward-pass throughput of a registry model on this machine: load time, prefill tokens/s, decode
-//! tokens/s at several batch sizes, and peak RSS. Run: `cargo bench --bench forward -- [MODEL]`.
+//! tokens/s at several batch sizes, and peak RSS, with the batch-1 decode roofline of this machine (memory
+//! read bandwidth measured in the same run / bytes of weights read per token). Run:
+//! `cargo bench --bench forward -- [MODEL]`.
 
 use std::time::Instant;
 
@@ -17,6 +19,27 @@ fn peak_rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Read bandwidth in GB/s of summing a 256 MiB buffer on every core (best of three): every weight byte is
+/// read once per decode step, so this over the weight bytes bounds batch-1 decode.
+fn read_bandwidth() -> f64 {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let buf = vec![1u64; 32 << 20];
+    let chunk = buf.len().div_ceil(threads);
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for part in buf.chunks(chunk) {
+                    s.spawn(move || {
+                        std::hint::black_box(part.iter().fold(0u64, |a, &v| a.wrapping_add(v)))
+                    });
+                }
+            });
+            (buf.len() * 8) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0f64, f64::max)
 }
 
 fn main() {
@@ -113,6 +136,18 @@ fn main() {
             (batch * steps) as f64 / secs,
             secs * 1000.0 / steps as f64
         );
+        if batch == 1 {
+            // The GGUF file is (almost) all weights; the token embedding is only gathered, but with tied
+            // embeddings it is also the LM head, so the file size is the bytes one step reads.
+            let bw = read_bandwidth();
+            let file_bytes = file_mib * 1048576.0;
+            let roofline = bw * 1e9 / file_bytes;
+            println!(
+                "  roofline: memory read {bw:.1} GB/s / {file_mib:.0} MiB of weights = {roofline:.1} tok/s \
+                 (batch 1 at {:.0}% of it)",
+                100.0 * steps as f64 / secs / roofline
+            );
+        }
     }
     println!(
         "peak RSS {:.0} MiB (GGUF file {file_mib:.0} MiB)",

@@ -1,6 +1,6 @@
 use super::dot;
 use super::isa::Isa;
-use super::tiling::{for_each_tile, ROW_TILE};
+use super::tiling::{for_each_block, ROW_TILE};
 
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ` in f32 with this CPU's kernels.
 pub fn matmul_t(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
@@ -24,30 +24,68 @@ pub fn matmul_t_with(
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(w.len(), n * k, "w is not [n, k]");
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
-    for_each_tile(m, n, out, |r0, rows, col, vals| {
+    for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, rows, c0, cols, vals| {
         let xs: [&[f32]; ROW_TILE] = std::array::from_fn(|i| {
             let r = (r0 + i).min(m - 1);
             &x[r * k..(r + 1) * k]
         });
-        tile(isa, &w[col * k..(col + 1) * k], &xs[..rows], vals);
+        let ws: [&[f32]; COL_TILE] = std::array::from_fn(|j| {
+            let c = (c0 + j).min(n - 1);
+            &w[c * k..(c + 1) * k]
+        });
+        tile(isa, &ws[..cols], &xs[..rows], vals);
     });
 }
 
-fn tile(isa: Isa, w: &[f32], xs: &[&[f32]], out: &mut [f32]) {
+/// Weight rows per f32 tile: 4 input rows x 3 weight rows = 12 accumulators, 7 loads per 12 FMAs.
+const COL_TILE: usize = 3;
+
+/// Runs the `R x C` AVX2 kernel for the tile's actual shape.
+macro_rules! by_shape {
+    ($ws:expr, $xs:expr, $out:expr, $(($r:literal, $c:literal)),*) => {
+        match ($xs.len(), $ws.len()) {
+            $(($r, $c) => {
+                let res = avx2::dot_block::<$r, $c>(
+                    std::array::from_fn(|j| $ws[j]),
+                    std::array::from_fn(|i| $xs[i]),
+                );
+                for i in 0..$r {
+                    $out[i * $c..(i + 1) * $c].copy_from_slice(&res[i]);
+                }
+            })*
+            _ => unreachable!("tile larger than {}x{}", ROW_TILE, COL_TILE),
+        }
+    };
+}
+
+fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller checked that this CPU has the family.
         Isa::Avx2 => unsafe {
-            match xs.len() {
-                1 => out.copy_from_slice(&avx2::dot_rows::<1>(w, [xs[0]])),
-                2 => out.copy_from_slice(&avx2::dot_rows::<2>(w, [xs[0], xs[1]])),
-                3 => out.copy_from_slice(&avx2::dot_rows::<3>(w, [xs[0], xs[1], xs[2]])),
-                _ => out.copy_from_slice(&avx2::dot_rows::<4>(w, [xs[0], xs[1], xs[2], xs[3]])),
-            }
+            by_shape!(
+                ws,
+                xs,
+                out,
+                (1, 1),
+                (1, 2),
+                (1, 3),
+                (2, 1),
+                (2, 2),
+                (2, 3),
+                (3, 1),
+                (3, 2),
+                (3, 3),
+                (4, 1),
+                (4, 2),
+                (4, 3)
+            )
         },
         _ => {
-            for (o, x) in out.iter_mut().zip(xs) {
-                *o = dot(x, w);
+            for (i, x) in xs.iter().enumerate() {
+                for (j, w) in ws.iter().enumerate() {
+                    out[i * ws.len() + j] = dot(x, w);
+                }
             }
         }
     }
@@ -59,45 +97,41 @@ mod avx2 {
 
     use crate::cpu::quant::hsum_avx2 as hsum;
 
-    /// `w · xs[r]` for `R` rows: two 8-lane accumulators per row over 16-value steps, one 8-value step,
-    /// then a scalar tail; the same sequence for every row whatever `R` is.
+    /// `ws[c] · xs[r]` for `R` rows and `C` weight rows: one 8-lane accumulator per pair over 8-value
+    /// steps, then a scalar tail; the same sequence for every pair whatever `R` and `C` are.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA; every `xs[r]` must be as long as `w`.
+    /// The CPU must support AVX2 and FMA; every row must be as long as `ws[0]`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows<const R: usize>(w: &[f32], xs: [&[f32]; R]) -> [f32; R] {
-        let k = w.len();
-        for x in &xs {
-            assert_eq!(x.len(), k, "row lengths differ");
+    pub unsafe fn dot_block<const R: usize, const C: usize>(
+        ws: [&[f32]; C],
+        xs: [&[f32]; R],
+    ) -> [[f32; C]; R] {
+        let k = ws[0].len();
+        for row in ws.iter().chain(xs.iter()) {
+            assert_eq!(row.len(), k, "row lengths differ");
         }
-        let wp = w.as_ptr();
-        let mut acc0 = [_mm256_setzero_ps(); R];
-        let mut acc1 = [_mm256_setzero_ps(); R];
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
         let mut i = 0;
-        while i + 16 <= k {
-            let w0 = _mm256_loadu_ps(wp.add(i));
-            let w1 = _mm256_loadu_ps(wp.add(i + 8));
+        while i + 8 <= k {
+            let wv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(ws[c].as_ptr().add(i)));
             for r in 0..R {
-                let xp = xs[r].as_ptr().add(i);
-                acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xp), acc0[r]);
-                acc1[r] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xp.add(8)), acc1[r]);
-            }
-            i += 16;
-        }
-        if i + 8 <= k {
-            let w0 = _mm256_loadu_ps(wp.add(i));
-            for r in 0..R {
-                acc0[r] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xs[r].as_ptr().add(i)), acc0[r]);
+                let xv = _mm256_loadu_ps(xs[r].as_ptr().add(i));
+                for c in 0..C {
+                    acc[r][c] = _mm256_fmadd_ps(wv[c], xv, acc[r][c]);
+                }
             }
             i += 8;
         }
-        let mut out = [0f32; R];
+        let mut out = [[0f32; C]; R];
         for r in 0..R {
-            let mut tail = 0f32;
-            for j in i..k {
-                tail += w[j] * xs[r][j];
+            for c in 0..C {
+                let mut tail = 0f32;
+                for j in i..k {
+                    tail += ws[c][j] * xs[r][j];
+                }
+                out[r][c] = hsum(acc[r][c]) + tail;
             }
-            out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r])) + tail;
         }
         out
     }

@@ -130,6 +130,9 @@ unsafe fn small<const R: usize, const T: u8>(w: &[u8], acts: [&[Q8Block]; R]) ->
     out
 }
 
+/// Q4_K: per 32 weights one unpack, then for every row `maddubs` + `madd` by the sub-block scale into one
+/// i32 accumulator per row (exact, so the order of the sub-blocks does not matter); one f32 FMA per row and
+/// super-block for the scales and one for the mins.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
     let nb = w.len() / 144;
@@ -143,30 +146,34 @@ unsafe fn q4k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
         let b = w.as_ptr().add(blk * 144);
         let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
         let scale_bytes = std::slice::from_raw_parts(b.add(4), 12);
-        let mut wv = [_mm256_setzero_si256(); 8];
-        let mut scv = [_mm256_setzero_si256(); 8];
+        let mut scales = [0i16; 8];
         let mut mins = [0i16; 16];
-        for c in 0..4 {
-            let q = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
-            wv[2 * c] = _mm256_and_si256(q, m4);
-            wv[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        }
         for j in 0..8 {
             let (sc, m) = q4k_scale_min(j, scale_bytes);
-            scv[j] = _mm256_set1_epi16(sc as i16);
+            scales[j] = sc as i16;
             mins[2 * j] = m as i16;
             mins[2 * j + 1] = m as i16;
+        }
+        let a_qs: [*const i8; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk).qs.as_ptr());
+        let mut sumi = [_mm256_setzero_si256(); R];
+        for c in 0..4 {
+            let q = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let s_lo = _mm256_set1_epi16(scales[2 * c]);
+            let s_hi = _mm256_set1_epi16(scales[2 * c + 1]);
+            for r in 0..R {
+                let p = _mm256_maddubs_epi16(lo, load(a_qs[r].add(64 * c)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_lo));
+                let p = _mm256_maddubs_epi16(hi, load(a_qs[r].add(64 * c + 32)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_hi));
+            }
         }
         // Each min meets the two 16-sums of its 32 activations: lane j of madd(mins, bsums).
         let minv = _mm256_loadu_si256(mins.as_ptr() as *const __m256i);
         for r in 0..R {
             let a = acts[r].get_unchecked(blk);
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..8 {
-                let p = _mm256_maddubs_epi16(wv[j], load(a.qs.as_ptr().add(32 * j)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
-            }
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
             let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
             let msum = _mm256_madd_epi16(minv, bsums);
             acc_min[r] = _mm256_fmadd_ps(
@@ -191,54 +198,72 @@ unsafe fn q6k_high<const S: i32>(qh: __m256i) -> __m256i {
     _mm256_slli_epi16(two, 4)
 }
 
+/// The unsigned 6-bit quants (`q + 32`) of elements `32 j..32 j + 32` of a Q6_K block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_weights<const J: usize>(b: *const u8) -> __m256i {
+    let (h, quarter) = (J / 4, J % 4);
+    let ql = _mm256_loadu_si256(b.add(64 * h + 32 * (quarter % 2)) as *const __m256i);
+    let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
+    let m4 = _mm256_set1_epi8(0xF);
+    let low = if quarter < 2 {
+        _mm256_and_si256(ql, m4)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+    };
+    let high = match quarter {
+        0 => q6k_high::<0>(qh),
+        1 => q6k_high::<2>(qh),
+        2 => q6k_high::<4>(qh),
+        _ => q6k_high::<6>(qh),
+    };
+    _mm256_or_si256(low, high)
+}
+
+/// Q6_K: like Q4_K, with a scale per 16 weights (one per 128-bit lane of the `madd`) and the +32 offset of
+/// the stored quants taken off exactly through the activations' 16-sums.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
     let nb = w.len() / 210;
     for a in &acts {
         assert!(a.len() >= nb, "activation row shorter than the weight row");
     }
-    let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * 210);
         let d = f16_at(b.add(208));
         let sc: [i8; 16] = *(b.add(192) as *const [i8; 16]);
-        let mut wv = [_mm256_setzero_si256(); 8];
-        for h in 0..2 {
-            let ql0 = _mm256_loadu_si256(b.add(64 * h) as *const __m256i);
-            let ql1 = _mm256_loadu_si256(b.add(64 * h + 32) as *const __m256i);
-            let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
-            wv[4 * h] = _mm256_or_si256(_mm256_and_si256(ql0, m4), q6k_high::<0>(qh));
-            wv[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(ql1, m4), q6k_high::<2>(qh));
-            wv[4 * h + 2] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
-                q6k_high::<4>(qh),
-            );
-            wv[4 * h + 3] = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
-                q6k_high::<6>(qh),
-            );
+        let a_qs: [*const i8; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk).qs.as_ptr());
+        let mut sumi = [_mm256_setzero_si256(); R];
+        macro_rules! sub_block {
+            ($j:literal) => {{
+                let wv = q6k_weights::<$j>(b);
+                let scv = _mm256_set_m128i(
+                    _mm_set1_epi16(sc[2 * $j + 1] as i16),
+                    _mm_set1_epi16(sc[2 * $j] as i16),
+                );
+                for r in 0..R {
+                    let p = _mm256_maddubs_epi16(wv, load(a_qs[r].add(32 * $j)));
+                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scv));
+                }
+            }};
         }
+        sub_block!(0);
+        sub_block!(1);
+        sub_block!(2);
+        sub_block!(3);
+        sub_block!(4);
+        sub_block!(5);
+        sub_block!(6);
+        sub_block!(7);
         let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
-        let mut scv = [_mm256_setzero_si256(); 8];
-        for j in 0..8 {
-            scv[j] = _mm256_set_m128i(
-                _mm_set1_epi16(sc[2 * j + 1] as i16),
-                _mm_set1_epi16(sc[2 * j] as i16),
-            );
-        }
         for r in 0..R {
             let a = acts[r].get_unchecked(blk);
-            let mut sumi = _mm256_setzero_si256();
-            for j in 0..8 {
-                let p = _mm256_maddubs_epi16(wv[j], load(a.qs.as_ptr().add(32 * j)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, scv[j]));
-            }
             // The stored quants are q + 32: subtract 32 * Σ scale * (16-sum of activations), exactly.
             let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
             let offset = _mm256_madd_epi16(sc16, bsums);
-            sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi), acc[r]);
+            let s = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(offset, 5));
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(s), acc[r]);
         }
     }
     let mut out = [0f32; R];

@@ -20,7 +20,7 @@ use crate::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::hsum as hsum_avx2;
 
-pub use super::tiling::ROW_TILE;
+pub use super::tiling::QUANT_ROW_TILE as ROW_TILE;
 
 /// A `[rows, cols]` weight matrix of GGUF blocks, row-major, each row `cols / block_elems` blocks.
 #[derive(Debug, Clone)]
@@ -130,7 +130,7 @@ impl QuantMatrix {
         let n = self.rows;
         let row_bytes = self.row_bytes();
         let per_row = self.cols / A::ELEMS;
-        for_each_tile(m, n, out, |r0, rows, col, vals| {
+        for_each_tile::<ROW_TILE, _>(m, n, out, |r0, rows, col, vals| {
             let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
                 let r = (r0 + i).min(m - 1);
                 &acts[r * per_row..(r + 1) * per_row]
@@ -148,28 +148,21 @@ type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], &mut [f32]);
 macro_rules! by_rows {
     ($acts:expr, $out:expr, |$n:ident, $arr:ident| $body:expr) => {
         match $acts.len() {
-            1 => {
-                const $n: usize = 1;
-                let $arr: [_; 1] = [$acts[0]];
-                $out.copy_from_slice(&$body);
-            }
-            2 => {
-                const $n: usize = 2;
-                let $arr: [_; 2] = [$acts[0], $acts[1]];
-                $out.copy_from_slice(&$body);
-            }
-            3 => {
-                const $n: usize = 3;
-                let $arr: [_; 3] = [$acts[0], $acts[1], $acts[2]];
-                $out.copy_from_slice(&$body);
-            }
-            _ => {
-                const $n: usize = 4;
-                let $arr: [_; 4] = [$acts[0], $acts[1], $acts[2], $acts[3]];
-                $out.copy_from_slice(&$body);
-            }
+            1 => by_rows!(@arm 1, $acts, $out, $n, $arr, $body),
+            2 => by_rows!(@arm 2, $acts, $out, $n, $arr, $body),
+            3 => by_rows!(@arm 3, $acts, $out, $n, $arr, $body),
+            4 => by_rows!(@arm 4, $acts, $out, $n, $arr, $body),
+            5 => by_rows!(@arm 5, $acts, $out, $n, $arr, $body),
+            6 => by_rows!(@arm 6, $acts, $out, $n, $arr, $body),
+            7 => by_rows!(@arm 7, $acts, $out, $n, $arr, $body),
+            _ => by_rows!(@arm 8, $acts, $out, $n, $arr, $body),
         }
     };
+    (@arm $k:literal, $acts:expr, $out:expr, $n:ident, $arr:ident, $body:expr) => {{
+        const $n: usize = $k;
+        let $arr: [_; $k] = std::array::from_fn(|i| $acts[i]);
+        $out.copy_from_slice(&$body);
+    }};
 }
 
 fn dot_small_tile(isa: Isa, ty: QuantType, w: &[u8], acts: &[&[Q8Block]], out: &mut [f32]) {
