@@ -4,7 +4,7 @@
 # 1..32 over HTTP with its SVG plot; prints the HTTP / in-process throughput ratio per scenario.
 #
 #   benches/serving_report.sh            # defaults below; override with env vars
-#   SCALE=0.25 MODEL=qwen2.5-coder-0.5b-instruct OUT=/tmp/report benches/serving_report.sh
+#   EMBER=/tmp/ember SCALE=0.25 MODEL=qwen2.5-coder-0.5b-instruct OUT=/tmp/report benches/serving_report.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +19,11 @@ SWEEP_OUT=${SWEEP_OUT:-64}
 # Both targets get the same engine: same KV budget, same batch limits.
 ENGINE_FLAGS=(--kv-cache-memory 2GiB --max-num-seqs 256)
 
-cargo build --release --quiet
-EMBER=target/release/ember
+# EMBER=path/to/ember skips the build (e.g. while another cargo holds the target dir).
+if [ -z "${EMBER:-}" ]; then
+    cargo build --release --quiet
+    EMBER=target/release/ember
+fi
 mkdir -p "$OUT/inprocess" "$OUT/http" "$OUT/sweep"
 
 "$EMBER" serve "$MODEL" --port "$PORT" --disable-log-requests "${ENGINE_FLAGS[@]}" \
