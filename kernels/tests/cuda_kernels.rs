@@ -3,7 +3,10 @@
 //! skips and returns.
 #![cfg(feature = "cuda")]
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::reference_attention;
 use ember_kernels::cuda::{
     kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
     KernelChoice, KvDtype,
@@ -82,46 +85,6 @@ fn to_device(x: &[f32], shape: (usize, usize, usize), dtype: DType, dev: &Device
         .unwrap()
         .to_device(dev)
         .unwrap()
-}
-
-/// Causal GQA attention in f64 for the last `q_len` of `n` positions; k/v are `[n, kv_heads, d]`.
-#[allow(clippy::too_many_arguments)]
-fn reference(
-    q: &[f32],
-    k: &[f64],
-    v: &[f64],
-    n: usize,
-    q_len: usize,
-    h: usize,
-    kvh: usize,
-    d: usize,
-    scale: f64,
-) -> Vec<f64> {
-    let mut out = vec![0.0; q_len * h * d];
-    let mut scores = Vec::with_capacity(n);
-    for qi in 0..q_len {
-        let pos = n - q_len + qi;
-        for head in 0..h {
-            let kv = head / (h / kvh);
-            let qv = &q[(qi * h + head) * d..][..d];
-            scores.clear();
-            for j in 0..=pos {
-                let kr = &k[(j * kvh + kv) * d..][..d];
-                scores.push(qv.iter().zip(kr).map(|(&a, &b)| a as f64 * b).sum::<f64>() * scale);
-            }
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
-            let o = &mut out[(qi * h + head) * d..][..d];
-            for (j, s) in scores.iter().enumerate() {
-                let p = (s - max).exp() / sum;
-                let vr = &v[(j * kvh + kv) * d..][..d];
-                for (o, &x) in o.iter_mut().zip(vr) {
-                    *o += p * x;
-                }
-            }
-        }
-    }
-    out
 }
 
 /// Relative error bound per METHOD.md: bf16 operands land between 1e-3 and 1e-2, f16 about 8x tighter.
@@ -312,7 +275,7 @@ fn check(dev: &Device, case: Case, seqs: &[(usize, usize)], choice: KernelChoice
     let (mut err2, mut ref2) = (0f64, 0f64);
     for (i, &(past, new)) in seqs.iter().enumerate() {
         let start = meta.seqs[i].query_start;
-        let expected = reference(
+        let expected = reference_attention(
             &q_all[start * h * d..(start + new) * h * d],
             &cached_k[i],
             &cached_v[i],

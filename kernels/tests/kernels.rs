@@ -1,6 +1,9 @@
 //! CPU kernels against plain f64 references on random inputs.
 
+mod common;
+
 use candle_core::{Device, Tensor};
+use common::reference_attention;
 use ember_kernels::{
     apply_rope, matmul_t, paged_attention, AttentionMetadata, KvCacheSpec, LayerKvCache, RopeStyle,
     RopeTable, SeqSpan,
@@ -13,45 +16,9 @@ fn random(rng: &mut StdRng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-/// Contiguous causal GQA attention in f64 for one sequence: q `[n, h, d]`, k/v `[n, kvh, d]`, queries are
-/// the last `q_len` positions.
-fn reference_attention(
-    q: &[f32],
-    k: &[f64],
-    v: &[f64],
-    n: usize,
-    q_len: usize,
-    h: usize,
-    kvh: usize,
-    d: usize,
-) -> Vec<f64> {
-    let mut out = vec![0.0; q_len * h * d];
-    let scale = 1.0 / (d as f64).sqrt();
-    for qi in 0..q_len {
-        let pos = n - q_len + qi;
-        for head in 0..h {
-            let kv = head / (h / kvh);
-            let qv = &q[(qi * h + head) * d..][..d];
-            let scores: Vec<f64> = (0..=pos)
-                .map(|j| {
-                    (0..d)
-                        .map(|i| qv[i] as f64 * k[(j * kvh + kv) * d + i])
-                        .sum::<f64>()
-                        * scale
-                })
-                .collect();
-            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let sum: f64 = scores.iter().map(|s| (s - max).exp()).sum();
-            for (j, s) in scores.iter().enumerate() {
-                let p = (s - max).exp() / sum;
-                for i in 0..d {
-                    out[(qi * h + head) * d + i] += p * v[(j * kvh + kv) * d + i];
-                }
-            }
-        }
-    }
-    out
+/// The softmax scale the kernels use.
+fn softmax_scale(d: usize) -> f64 {
+    1.0 / (d as f64).sqrt()
 }
 
 #[test]
@@ -150,7 +117,8 @@ fn paged_attention_matches_contiguous_reference() {
             let q = &q_all[span.query_start * h * d..(span.query_start + new) * h * d];
             let k: Vec<f64> = full_k[i].iter().map(|&x| x as f64).collect();
             let v: Vec<f64> = full_v[i].iter().map(|&x| x as f64).collect();
-            let expected = reference_attention(q, &k, &v, past + new, new, h, kvh, d);
+            let expected =
+                reference_attention(q, &k, &v, past + new, new, h, kvh, d, softmax_scale(d));
             let got = &out[span.query_start * h * d..(span.query_start + new) * h * d];
             for (g, e) in got.iter().zip(&expected) {
                 worst = worst.max((*g as f64 - e).abs());
@@ -364,6 +332,7 @@ fn attention_kernel_families_match_reference_scalar_and_alone() {
                     h,
                     kvh,
                     d,
+                    softmax_scale(d),
                 );
                 for (g, e) in out[range.clone()].iter().zip(&expected) {
                     worst = worst.max((*g as f64 - e).abs());
