@@ -86,12 +86,16 @@ impl EngineOptions {
                     // Without chunked prefill a whole prompt must fit one step (vLLM's rule).
                     DEFAULT_MAX_NUM_BATCHED_TOKENS.max(max_model_len)
                 });
-        let block_bytes = model.model.kv_block_bytes(self.block_size).max(1);
-        let num_blocks = self
-            .num_blocks
-            .unwrap_or((self.kv_cache_memory / block_bytes as u64) as usize);
+        let num_blocks = self.num_blocks.unwrap_or_else(|| {
+            EngineConfig::num_blocks_for_memory(
+                model,
+                self.block_size,
+                self.kv_cache_memory as usize,
+            )
+        });
         let capacity = num_blocks * self.block_size;
         if capacity < max_model_len {
+            let block_bytes = model.model.kv_block_bytes(self.block_size);
             return refuse(format!(
                 "the KV cache holds {capacity} tokens ({num_blocks} blocks of {}), fewer than one request \
                  of --max-model-len {max_model_len} needs; raise --kv-cache-memory (now {} bytes, \
