@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The serving report: seed 003's four scenarios (scaled for a small CPU machine) in-process and over HTTP
 # against `ember serve`, alternating in one run so both see the same machine, then a concurrency sweep
-# 1..32 over HTTP with its SVG plot; prints the HTTP / in-process throughput ratio per scenario.
+# 1..32 over HTTP with its plot (PLOT=sweep.png or sweep.svg); prints the HTTP / in-process throughput ratio per scenario.
 #
 #   benches/serving_report.sh            # defaults below; override with env vars
 #   EMBER=/tmp/ember SCALE=0.25 MODEL=qwen2.5-coder-0.5b-instruct OUT=/tmp/report benches/serving_report.sh
@@ -16,6 +16,9 @@ SWEEP=${SWEEP:-1,2,4,8,16,32}
 SWEEP_PROMPTS=${SWEEP_PROMPTS:-32}
 SWEEP_IN=${SWEEP_IN:-256}
 SWEEP_OUT=${SWEEP_OUT:-64}
+PLOT=${PLOT:-sweep.png}
+# SCENARIOS=0 runs the sweep only.
+SCENARIOS=${SCENARIOS:-1}
 # Both targets get the same engine: same KV budget, same batch limits.
 ENGINE_FLAGS=(--kv-cache-memory 2GiB --max-num-seqs 256)
 
@@ -39,16 +42,18 @@ done
 echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 common=(--model "$MODEL" --ignore-eos --seed 0 --num-warmups 2 --save-result
     --metric-percentiles 50,95,99)
-# In-process first, then HTTP, back to back: compare them as a ratio measured in one run.
-"$EMBER" bench "${common[@]}" "${ENGINE_FLAGS[@]}" --scenarios builtin --scale "$SCALE" \
-    --result-dir "$OUT/inprocess" | tee "$OUT/inprocess.txt"
-echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
-"$EMBER" bench "${common[@]}" --base-url "http://127.0.0.1:$PORT" --scenarios builtin --scale "$SCALE" \
-    --result-dir "$OUT/http" | tee "$OUT/http.txt"
-echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ "$SCENARIOS" != 0 ]; then
+    # In-process first, then HTTP, back to back: compare them as a ratio measured in one run.
+    "$EMBER" bench "${common[@]}" "${ENGINE_FLAGS[@]}" --scenarios builtin --scale "$SCALE" \
+        --result-dir "$OUT/inprocess" | tee "$OUT/inprocess.txt"
+    echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+    "$EMBER" bench "${common[@]}" --base-url "http://127.0.0.1:$PORT" --scenarios builtin --scale "$SCALE" \
+        --result-dir "$OUT/http" | tee "$OUT/http.txt"
+    echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
+fi
 "$EMBER" bench "${common[@]}" --base-url "http://127.0.0.1:$PORT" --dataset-name random \
     --random-input-len "$SWEEP_IN" --random-output-len "$SWEEP_OUT" --num-prompts "$SWEEP_PROMPTS" \
-    --max-concurrency "$SWEEP" --plot "$OUT/sweep.svg" --result-dir "$OUT/sweep" | tee "$OUT/sweep.txt"
+    --max-concurrency "$SWEEP" --plot "$OUT/$PLOT" --result-dir "$OUT/sweep" | tee "$OUT/sweep.txt"
 echo "# load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$OUT" <<'EOF'

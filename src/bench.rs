@@ -91,7 +91,7 @@ pub struct BenchArgs {
     pub result_filename: Option<PathBuf>,
     #[arg(long)]
     pub result_dir: Option<PathBuf>,
-    /// Write throughput and latency percentiles against concurrency as an SVG.
+    /// Write throughput and latency percentiles against concurrency: FILE.svg or FILE.png.
     #[arg(long)]
     pub plot: Option<PathBuf>,
 

@@ -248,7 +248,7 @@ fn bad_flags_are_clear_errors() {
         (
             vec![
                 "--plot",
-                "x.png",
+                "x.gif",
                 "--num-prompts",
                 "1",
                 "--random-input-len",
@@ -256,7 +256,7 @@ fn bad_flags_are_clear_errors() {
                 "--random-output-len",
                 "2",
             ],
-            "SVG",
+            "*.svg or *.png",
         ),
     ] {
         let mut all = vec!["bench", "--model", &model];
@@ -267,6 +267,63 @@ fn bad_flags_are_clear_errors() {
         assert!(err.contains(expect), "{all:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn sweep_plot_renders_as_png_with_text_and_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let plot = dir.path().join("sweep.png");
+    let out = ember(&[
+        "bench",
+        "--model",
+        &model,
+        "--random-input-len",
+        "8",
+        "--random-output-len",
+        "3",
+        "--num-prompts",
+        "4",
+        "--ignore-eos",
+        "--max-concurrency",
+        "1,2",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--max-model-len",
+        "128",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let decoder = png::Decoder::new(std::fs::File::open(&plot).expect("plot written"));
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let frame = reader.next_frame(&mut pixels).expect("PNG pixels");
+    assert_eq!((frame.width, frame.height), (1200, 900));
+    assert_eq!(frame.color_type, png::ColorType::Rgb);
+    let rgb = |x: usize, y: usize| {
+        let i = (y * frame.width as usize + x) * 3;
+        (pixels[i], pixels[i + 1], pixels[i + 2])
+    };
+    // The title band holds only text: dark pixels there mean the compiled-in font rasterized.
+    let dark_in_title = (0..40)
+        .flat_map(|y| (0..1200).map(move |x| (x, y)))
+        .filter(|&(x, y)| {
+            let (r, g, b) = rgb(x, y);
+            (r as u32 + g as u32 + b as u32) < 300
+        })
+        .count();
+    assert!(
+        dark_in_title > 200,
+        "{dark_in_title} dark pixels in the title"
+    );
+    // The throughput line is pure blue, the TTFT/TPOT P50 lines pure green, in the panels they belong to.
+    let count = |want: (u8, u8, u8), ys: std::ops::Range<usize>| {
+        ys.flat_map(|y| (0..1200).map(move |x| (x, y)))
+            .filter(|&(x, y)| rgb(x, y) == want)
+            .count()
+    };
+    assert!(count((0, 0, 255), 0..450) > 100, "throughput line drawn");
+    assert!(count((0, 255, 0), 450..900) > 100, "latency lines drawn");
 }
 
 /// Reads one HTTP request (headers and a Content-Length body); returns its request line.

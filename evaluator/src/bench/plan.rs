@@ -86,6 +86,9 @@ pub fn execute(plan: Plan) -> Result<Vec<RunResult>, BenchError> {
 }
 
 async fn execute_async(plan: Plan) -> Result<Vec<RunResult>, BenchError> {
+    if let Some(path) = &plan.plot {
+        plot::check_path(path)?;
+    }
     let (target, tokenizer, backend) = build_target(&plan)?;
     let target = Arc::new(target);
     let jobs = jobs(&plan, &tokenizer)?;

@@ -1,8 +1,9 @@
-//! `--plot FILE.svg`: throughput and latency percentiles against concurrency (a throughput–latency
-//! curve for a `--max-concurrency` sweep). SVG only: PNG would need a font rasterizer and image
-//! encoder in the build, for a figure any browser shows as SVG.
+//! `--plot FILE.svg|FILE.png`: throughput and latency percentiles against concurrency (a
+//! throughput–latency curve for a `--max-concurrency` sweep). Text is drawn with a font compiled into
+//! the binary, so a PNG renders the same on a machine without system fonts.
 
 use std::path::Path;
+use std::sync::Once;
 
 use plotters::prelude::*;
 
@@ -36,32 +37,87 @@ fn points(runs: &[RunResult]) -> Vec<Point> {
     pts
 }
 
-pub fn write(path: &Path, runs: &[RunResult], title: &str) -> Result<(), BenchError> {
+/// The image formats `--plot` writes, by file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Svg,
+    Png,
+}
+
+/// Refuses a `--plot` file name whose format ember cannot write (checked before the benchmark runs).
+pub fn check_path(path: &Path) -> Result<(), BenchError> {
+    format_of(path).map(|_| ())
+}
+
+fn format_of(path: &Path) -> Result<Format, BenchError> {
     match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => {}
-        _ => {
-            return Err(BenchError::Config(format!(
-                "--plot {}: ember bench writes SVG plots; name the file *.svg",
-                path.display()
-            )))
-        }
+        Some(e) if e.eq_ignore_ascii_case("svg") => Ok(Format::Svg),
+        Some(e) if e.eq_ignore_ascii_case("png") => Ok(Format::Png),
+        _ => Err(BenchError::Config(format!(
+            "--plot {}: name the file *.svg or *.png",
+            path.display()
+        ))),
     }
+}
+
+const SIZE: (u32, u32) = (1200, 900);
+
+pub fn write(path: &Path, runs: &[RunResult], title: &str) -> Result<(), BenchError> {
+    let format = format_of(path)?;
     if runs.is_empty() {
         return Err(BenchError::Config("--plot: no runs to plot".into()));
     }
-    draw(path, &points(runs), title)
-        .map_err(|e| BenchError::Io(format!("writing the plot {}: {e}", path.display())))
+    register_font()?;
+    let pts = points(runs);
+    match format {
+        Format::Svg => draw(SVGBackend::new(path, SIZE).into_drawing_area(), &pts, title),
+        Format::Png => draw(
+            BitMapBackend::new(path, SIZE).into_drawing_area(),
+            &pts,
+            title,
+        ),
+    }
+    .map_err(|e| BenchError::Io(format!("writing the plot {}: {e}", path.display())))
+}
+
+/// plotters measures and rasterizes text with fonts registered by name; ours is Ubuntu Light.
+fn register_font() -> Result<(), BenchError> {
+    static REGISTER: Once = Once::new();
+    let mut result = Ok(());
+    REGISTER.call_once(|| {
+        result = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        )
+        .map_err(|_| BenchError::Io("the plot font could not be read".into()));
+    });
+    result
 }
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn draw(path: &Path, pts: &[Point], title: &str) -> DrawResult {
-    let root = SVGBackend::new(path, (1200, 900)).into_drawing_area();
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    pts: &[Point],
+    title: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
     root.fill(&WHITE)?;
     let root = root.titled(title, ("sans-serif", 24))?;
     let (top, bottom) = root.split_vertically(450);
     let (bl, br) = bottom.split_horizontally(600);
-    let xmax = pts.iter().map(|p| p.x).fold(1.0, f64::max) * 1.05;
+    // Sweeps double the concurrency: a log axis spaces 1, 2, 4, … 32 evenly.
+    let xmin = pts
+        .iter()
+        .map(|p| p.x)
+        .fold(f64::INFINITY, f64::min)
+        .max(1.0)
+        / 1.25;
+    let xmax = pts.iter().map(|p| p.x).fold(1.0, f64::max) * 1.25;
+    let xrange = xmin..xmax;
     let xs: Vec<f64> = pts.iter().map(|p| p.x).collect();
 
     let ymax = pts.iter().map(|p| p.tok_s).fold(1e-9, f64::max) * 1.15;
@@ -70,9 +126,10 @@ fn draw(path: &Path, pts: &[Point], title: &str) -> DrawResult {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+        .build_cartesian_2d(xrange.clone().log_scale(), 0.0..ymax)?;
     c.configure_mesh()
-        .x_desc("max concurrency")
+        .x_desc("max concurrency (log scale)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("output tokens/s")
         .draw()?;
     let tp: Vec<(f64, f64)> = pts.iter().map(|p| (p.x, p.tok_s)).collect();
@@ -87,14 +144,14 @@ fn draw(path: &Path, pts: &[Point], title: &str) -> DrawResult {
         "TTFT percentiles (ms)",
         &xs,
         pts.iter().map(|p| p.ttft),
-        xmax,
+        xrange.clone(),
     )?;
     latency_panel(
         &br,
         "TPOT percentiles (ms)",
         &xs,
         pts.iter().map(|p| p.tpot),
-        xmax,
+        xrange.clone(),
     )?;
     root.present()?;
     Ok(())
@@ -105,7 +162,7 @@ fn latency_panel<DB: DrawingBackend>(
     caption: &str,
     xs: &[f64],
     values: impl Iterator<Item = [f64; 3]>,
-    xmax: f64,
+    xrange: std::ops::Range<f64>,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -121,9 +178,10 @@ where
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..xmax, 0.0..ymax)?;
+        .build_cartesian_2d(xrange.clone().log_scale(), 0.0..ymax)?;
     c.configure_mesh()
-        .x_desc("max concurrency")
+        .x_desc("max concurrency (log scale)")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("ms")
         .draw()?;
     let colors = [GREEN, MAGENTA, RED];
