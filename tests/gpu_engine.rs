@@ -111,10 +111,7 @@ fn compare(spec: &str, prompts: &[&str]) {
 fn smollm2_greedy_matches_the_cpu_engine() {
     compare(
         "smollm2-135m-instruct",
-        &[
-            "The capital of France is",
-            "1, 2, 3, 4, 5,",
-        ],
+        &["The capital of France is", "1, 2, 3, 4, 5,"],
     );
 }
 

@@ -33,7 +33,7 @@ impl FromStr for DeviceChoice {
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
             _ => match t.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Ok(Self::Cuda(n)),
-                _ => Err(Error::Unsupported(format!(
+                _ => Err(Error::Device(format!(
                     "--device `{s}`: expected auto, cpu, cuda or cuda:N"
                 ))),
             },
@@ -88,7 +88,7 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
     Device::new_cuda(ordinal).map_err(|e| {
         // candle appends a backtrace; the first line says why.
         let why = e.to_string();
-        Error::Unsupported(format!(
+        Error::Device(format!(
             "CUDA device {ordinal}: {}",
             why.lines().next().unwrap_or_default()
         ))
@@ -97,7 +97,7 @@ fn open_cuda(ordinal: usize) -> Result<Device> {
 
 #[cfg(not(feature = "cuda"))]
 fn open_cuda(_ordinal: usize) -> Result<Device> {
-    Err(Error::Unsupported(NO_CUDA_BUILD.into()))
+    Err(Error::Device(NO_CUDA_BUILD.into()))
 }
 
 /// `(free, total)` bytes of an accelerator's memory now; `None` for the CPU (its KV cache is sized by

@@ -21,7 +21,7 @@ impl FromStr for KvCacheDtype {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Self::Auto),
             "fp8" | "fp8_e4m3" => Ok(Self::Fp8E4M3),
-            _ => Err(Error::Unsupported(format!(
+            _ => Err(Error::Device(format!(
                 "--kv-cache-dtype `{s}`: expected auto, fp8 or fp8_e4m3"
             ))),
         }

@@ -31,6 +31,9 @@ pub enum Error {
     Shape(String),
     #[error("kernel not available on {0}")]
     Unsupported(String),
+    /// A device that cannot be used as asked (`--device`, `--kv-cache-dtype`): the message says why.
+    #[error("{0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -25,7 +25,7 @@ impl std::str::FromStr for DtypeChoice {
             "float16" | "half" | "fp16" | "f16" => Self::Exact(DType::F16),
             "float32" | "float" | "fp32" | "f32" => Self::Exact(DType::F32),
             _ => {
-                return Err(Error::Config(format!(
+                return Err(Error::Device(format!(
                     "--dtype `{s}`: expected auto, bfloat16, float16 or float32"
                 )))
             }
@@ -91,20 +91,20 @@ impl LoadOptions {
         };
         if device.is_cpu() {
             if dtype != DType::F32 {
-                return Err(Error::Config(format!(
+                return Err(Error::Device(format!(
                     "--dtype {dtype_flag} is not supported on the CPU: ember computes in float32 there (use \
                      auto or float32, or --device cuda)"
                 )));
             }
             if kv_cache_dtype != KvCacheDtype::Auto {
-                return Err(Error::Config(
+                return Err(Error::Device(
                     "--kv-cache-dtype fp8 needs a CUDA device: the CPU keeps its KV cache in float32 (use \
                      auto, or --device cuda)"
                         .into(),
                 ));
             }
         } else if !matches!(dtype, DType::BF16 | DType::F16) {
-            return Err(Error::Config(format!(
+            return Err(Error::Device(format!(
                 "--dtype {dtype_flag} is not supported on CUDA: ember's CUDA attention runs in bfloat16 or \
                  float16 (use auto, bfloat16 or float16)"
             )));
