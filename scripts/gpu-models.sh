@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # The GPU machine has no network, and the device tool carries at most 64 MiB per call, so the registry
-# models the GPU checks use (smollm2-135m-instruct, 94 MB; qwen2.5-coder-0.5b-instruct, 469 MB) travel in
+# models the GPU checks use (smollm2-135m-instruct, 94 MB; qwen2.5-coder-0.5b-instruct, 469 MB) travel in 48 MiB
 # pieces, one per call, into /tmp/ember-stage on the (warm) machine, where gpu-run.sh joins them:
 #   scripts/gpu-models.sh plan        # how many pieces (fetches the models here first if needed)
 #   scripts/gpu-models.sh piece K     # writes piece K (0-based) into .gpu-models/, replacing the last one
 # and for K = 0 .. N-1, back to back (a machine stays warm only 30 s between calls):
 #   run(command="bash scripts/gpu-run.sh stage", carry=[".gpu-models"])
-# qwen2.5-coder-1.5b-instruct (1.1 GB, 21 pieces) is not staged: gpu-run.sh times random weights of its
+# qwen2.5-coder-1.5b-instruct (1.1 GB, 23 pieces) is not staged: gpu-run.sh times random weights of its
 # shape instead (the same bytes and kernels, so the same speed). EMBER_GPU_MODELS overrides the list.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 home="${EMBER_HOME:-$HOME/.cache/ember}"
-piece_mib="${EMBER_GPU_PIECE_MIB:-56}"
+piece_mib="${EMBER_GPU_PIECE_MIB:-48}"
 models=(${EMBER_GPU_MODELS:-smollm2-135m-instruct qwen2.5-coder-0.5b-instruct})
 
 # The GGUF of each alias, fetched into $home by ember's own loader if missing.
