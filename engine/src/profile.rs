@@ -114,7 +114,9 @@ pub fn profile_gpu_pool(
         .map_err(|e| model_err(e.to_string()))?
         .ok_or_else(|| model_err("the device reports no memory figures".into()))?;
     let used_bytes = total.saturating_sub(free);
-    let activation = activation_bytes(model, tokens, seqs);
+    // Reserve logits for every token of the step: prompt logprobs (and the evaluator's loglikelihoods)
+    // ask for all of them, while the profiling step only computed one row per sequence.
+    let activation = activation_bytes(model, tokens, tokens);
     let block_bytes = model.kv_block_bytes(block_size);
     let num_blocks = gpu_pool_blocks(total, used_bytes, activation, utilization, block_bytes)?;
     Ok(Some(GpuPoolSizing {
