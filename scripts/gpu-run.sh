@@ -101,7 +101,7 @@ if [ "$mode" = e2e ] || [ "$mode" = all ]; then
   fi
   for kv in auto fp8; do
     "$bin/gpu_decode" "${target[@]}" --kv "$kv" 2>&1 | tee "$out/decode_$kv.log"
-    while read -r l; do row "decode, KV $kv" "$l"; done < <(grep -E '^model:|^\| [0-9]' "$out/decode_$kv.log")
+    while read -r l; do row "decode, KV $kv" "$l"; done < <(grep -E '^(model|skipping)' "$out/decode_$kv.log"; grep -E '^\| [0-9]' "$out/decode_$kv.log" | awk -F'|' '{for (i = 2; i <= 5; i++) gsub(/^ +| +$/, "", $i); printf "batch %s: %s tok/s, %s ms/step, %s of the weight-read bound\n", $2, $3, $4, $5}')
   done
 
   echo "== fp8 KV accuracy delta (arc_easy, 200 docs)"
