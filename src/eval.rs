@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Subcommand};
 use ember_engine::{EngineHandle, EngineOptions};
 use ember_evaluator::cache::Cache;
@@ -18,6 +17,7 @@ use ember_evaluator::runner::local::LocalBackend;
 use ember_evaluator::runner::Backend;
 use ember_evaluator::tasks::{parse_gen_kwargs, registry, TaskOptions};
 use ember_models::loader::{self, registry as models};
+use ember_server::args::DeviceArgs;
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -104,6 +104,8 @@ pub struct RunArgs {
     /// In-process KV-cache budget in GiB.
     #[arg(long = "kv-cache-memory", default_value_t = 1.0)]
     pub kv_cache_memory: f64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Where converted datasets live (default $EMBER_HOME/data).
     #[arg(long = "data-dir")]
     pub data_dir: Option<PathBuf>,
@@ -157,21 +159,25 @@ fn batch_size(s: &str) -> Result<usize> {
 }
 
 fn start_engine(args: &RunArgs) -> Result<EngineHandle> {
-    let loaded = loader::load(&args.model, &Device::Cpu)
-        .with_context(|| format!("loading model `{}`", args.model))?;
     anyhow::ensure!(
         args.kv_cache_memory > 0.0,
         "--kv-cache-memory must be positive"
     );
+    let mut options = EngineOptions {
+        kv_cache_memory: (args.kv_cache_memory * (1u64 << 30) as f64) as u64,
+        seed: args.seed,
+        ..EngineOptions::default()
+    };
+    args.device.apply(&mut options);
+    let loaded = loader::load_with(&args.model, &options.load_options()?)
+        .with_context(|| format!("loading model `{}`", args.model))?;
     // lm-eval's default context is the model's, capped at 4096 (a CPU KV budget goes further that way).
     let max_model_len = args
         .max_model_len
         .unwrap_or(loaded.config.max_position_embeddings.min(4096));
     let config = EngineOptions {
         max_model_len: Some(max_model_len),
-        kv_cache_memory: (args.kv_cache_memory * (1u64 << 30) as f64) as u64,
-        seed: args.seed,
-        ..EngineOptions::default()
+        ..options
     }
     .resolve(&loaded)?;
     Ok(EngineHandle::start(Arc::new(loaded), config)?)

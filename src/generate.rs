@@ -4,11 +4,11 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use clap::Args;
 use ember_engine::{CacheConfig, LlmEngine, Request, SamplingParams, SchedulerConfig};
 use ember_models::chat_template::{ChatMessage, ChatTemplate};
-use ember_models::loader::{self, registry};
+use ember_models::loader::{self, registry, LoadOptions};
+use ember_server::args::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -38,6 +38,9 @@ pub struct GenerateArgs {
     /// Keep generating past the end-of-sequence token.
     #[arg(long)]
     pub ignore_eos: bool,
+    /// --gpu-memory-utilization is accepted but unused: generate sizes its KV cache for its one request.
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
@@ -47,7 +50,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         args.top_p > 0.0 && args.top_p <= 1.0,
         "--top-p must be in (0, 1]"
     );
-    let loaded = loader::load(&args.model, &Device::Cpu)
+    let d = &args.device;
+    anyhow::ensure!(
+        d.gpu_memory_utilization > 0.0 && d.gpu_memory_utilization <= 1.0,
+        "--gpu-memory-utilization must be in (0, 1], got {}",
+        d.gpu_memory_utilization
+    );
+    let load_options = LoadOptions::resolve(&d.device, &d.dtype, &d.kv_cache_dtype)?;
+    let loaded = loader::load_with(&args.model, &load_options)
         .with_context(|| format!("loading model `{}`", args.model))?;
     let tokenizer = &loaded.tokenizer;
     let text = if args.chat {

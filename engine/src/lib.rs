@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model_runner;
 pub mod options;
 pub mod prefix_hash;
+pub mod profile;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;

@@ -2,7 +2,7 @@
 //! resolved against a loaded model into an [`EngineConfig`]. One place for the rules that `ember serve`,
 //! `ember bench` and `ember eval` share, so the three always build the same engine from the same flags.
 
-use ember_models::loader::LoadedModel;
+use ember_models::loader::{LoadOptions, LoadedModel};
 
 use crate::config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
 use crate::error::{Error, Result};
@@ -14,8 +14,10 @@ pub const DEFAULT_MAX_NUM_BATCHED_TOKENS: usize = 2048;
 pub const DEFAULT_MAX_NUM_SEQS: usize = 256;
 /// `--kv-cache-memory` default: 2 GiB of KV cache on the CPU.
 pub const DEFAULT_KV_CACHE_MEMORY: u64 = 2 << 30;
+/// vLLM's `--gpu-memory-utilization` default.
+pub const DEFAULT_GPU_MEMORY_UTILIZATION: f64 = 0.9;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
     /// Prompt + output tokens of one request (default: the model's context length).
     pub max_model_len: Option<usize>,
@@ -32,6 +34,14 @@ pub struct EngineOptions {
     pub seed: u64,
     /// Waiting requests above which `submit` refuses (0: no cap).
     pub max_waiting: usize,
+    /// `--device`: auto, cpu, cuda or cuda:N.
+    pub device: String,
+    /// `--dtype`: auto (bf16 on CUDA, f32 on the CPU), bfloat16, float16 or float32.
+    pub dtype: String,
+    /// `--kv-cache-dtype`: auto or fp8 (fp8_e4m3; CUDA only).
+    pub kv_cache_dtype: String,
+    /// `--gpu-memory-utilization`: share of the accelerator's memory for weights, activations and KV.
+    pub gpu_memory_utilization: f64,
 }
 
 impl Default for EngineOptions {
@@ -49,13 +59,37 @@ impl Default for EngineOptions {
             enable_prefix_caching: true,
             seed: 0,
             max_waiting: 0,
+            device: "auto".into(),
+            dtype: "auto".into(),
+            kv_cache_dtype: "auto".into(),
+            gpu_memory_utilization: DEFAULT_GPU_MEMORY_UTILIZATION,
         }
     }
 }
 
 impl EngineOptions {
-    /// The engine configuration for `model`; an [`Error::Config`] names the flag to change.
+    /// The device, dtype and KV-cache dtype to load the model with (opens the device); an
+    /// [`Error::Config`] names the flag to change.
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        self.check_utilization()?;
+        LoadOptions::resolve(&self.device, &self.dtype, &self.kv_cache_dtype)
+            .map_err(|e| Error::Config(e.to_string()))
+    }
+
+    fn check_utilization(&self) -> Result<()> {
+        let u = self.gpu_memory_utilization;
+        if !(u > 0.0 && u <= 1.0) {
+            return Err(Error::Config(format!(
+                "--gpu-memory-utilization must be in (0, 1], got {u}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The engine configuration for `model`; an [`Error::Config`] names the flag to change. On an
+    /// accelerator without --num-gpu-blocks-override this runs one profiling step to size the pool.
     pub fn resolve(&self, model: &LoadedModel) -> Result<EngineConfig> {
+        self.check_utilization()?;
         let refuse = |msg: String| Err(Error::Config(msg));
         for (flag, value) in [
             ("--block-size", Some(self.block_size)),
@@ -86,27 +120,63 @@ impl EngineOptions {
                     // Without chunked prefill a whole prompt must fit one step (vLLM's rule).
                     DEFAULT_MAX_NUM_BATCHED_TOKENS.max(max_model_len)
                 });
-        let num_blocks = self.num_blocks.unwrap_or_else(|| {
-            EngineConfig::num_blocks_for_memory(
+        let max_num_seqs = self.max_num_seqs.unwrap_or(DEFAULT_MAX_NUM_SEQS);
+        let on_cpu = model.model.device().is_cpu();
+        let num_blocks = match self.num_blocks {
+            Some(n) => n,
+            None if on_cpu => EngineConfig::num_blocks_for_memory(
                 model,
                 self.block_size,
                 self.kv_cache_memory as usize,
-            )
-        });
+            ),
+            None => {
+                let sizing = crate::profile::profile_gpu_pool(
+                    &model.model,
+                    max_num_batched_tokens,
+                    max_num_seqs,
+                    max_model_len,
+                    self.block_size,
+                    self.gpu_memory_utilization,
+                )?
+                .ok_or_else(|| Error::Config("no memory figures for the device".into()))?;
+                let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+                tracing::info!(
+                    "# GPU blocks: {} ({:.2} GiB of KV at {} bytes per block; {:.2} GiB in use after \
+                     profiling, {:.2} GiB reserved for activations, {:.2} GiB total, \
+                     --gpu-memory-utilization {})",
+                    sizing.num_blocks,
+                    gib(sizing.num_blocks * sizing.block_bytes),
+                    sizing.block_bytes,
+                    gib(sizing.used_bytes),
+                    gib(sizing.activation_bytes),
+                    gib(sizing.total_bytes),
+                    self.gpu_memory_utilization
+                );
+                sizing.num_blocks
+            }
+        };
         let capacity = num_blocks * self.block_size;
         if capacity < max_model_len {
             let block_bytes = model.model.kv_block_bytes(self.block_size);
+            let knob = if on_cpu {
+                format!("--kv-cache-memory (now {} bytes", self.kv_cache_memory)
+            } else {
+                format!(
+                    "--gpu-memory-utilization (now {}",
+                    self.gpu_memory_utilization
+                )
+            };
             return refuse(format!(
                 "the KV cache holds {capacity} tokens ({num_blocks} blocks of {}), fewer than one request \
-                 of --max-model-len {max_model_len} needs; raise --kv-cache-memory (now {} bytes, \
-                 {block_bytes} bytes per block) or lower --max-model-len",
-                self.block_size, self.kv_cache_memory
+                 of --max-model-len {max_model_len} needs; raise {knob}, {block_bytes} bytes per block) or \
+                 lower --max-model-len",
+                self.block_size
             ));
         }
         let config = EngineConfig {
             scheduler: SchedulerConfig {
                 max_num_batched_tokens,
-                max_num_seqs: self.max_num_seqs.unwrap_or(DEFAULT_MAX_NUM_SEQS),
+                max_num_seqs,
                 max_model_len,
                 enable_chunked_prefill: self.enable_chunked_prefill,
                 long_prefill_token_threshold: self.long_prefill_token_threshold,

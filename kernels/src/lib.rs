@@ -5,15 +5,19 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod device;
 mod kv_cache;
+mod memory;
 mod metadata;
 mod quant_matmul;
 mod rope;
 
 pub use cpu::isa::Isa;
 pub use cpu::quant::{QuantMatrix, QuantType};
-pub use kv_cache::{KvCacheSpec, LayerKvCache, PagedKvCache};
-pub use metadata::{AttentionMetadata, SeqSpan};
+pub use device::DeviceChoice;
+pub use kv_cache::{KvCacheDtype, KvCacheSpec, LayerKvCache, PagedKvCache};
+pub use memory::kv_blocks_for_memory;
+pub use metadata::{AttentionMetadata, SeqSpan, StepMetadata};
 pub use quant_matmul::{quant_embedding, quant_matmul_t, quant_type_of};
 pub use rope::{RopeStyle, RopeTable};
 
@@ -27,6 +31,9 @@ pub enum Error {
     Shape(String),
     #[error("kernel not available on {0}")]
     Unsupported(String),
+    /// A device that cannot be used as asked (`--device`, `--kv-cache-dtype`): the message says why.
+    #[error("{0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -93,6 +100,30 @@ pub fn paged_attention(
         }
         other => Err(Error::Unsupported(format!("{other:?}"))),
     }
+}
+
+/// [`paged_attention`] on the cache's own device: the CPU's f32 kernels with the host metadata, or on
+/// CUDA ember's kernels (q/k/v in the cache's bf16/f16, the cache in that type or fp8) with the metadata
+/// uploaded once for the step by [`PagedKvCache::prepare_step`].
+pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cache: &mut LayerKvCache,
+    step: &StepMetadata<'_>,
+    softmax_scale: f32,
+) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if let Some(c) = cache.cuda_mut() {
+        let gpu = step.gpu.as_ref().ok_or_else(|| {
+            Error::Shape(
+                "a CUDA KV cache needs the step's metadata from PagedKvCache::prepare_step".into(),
+            )
+        })?;
+        c.write(k, v, gpu)?;
+        return cuda::paged_attention(q, c, gpu, softmax_scale);
+    }
+    paged_attention(q, k, v, cache, step.host, softmax_scale)
 }
 
 /// `x[m, k] · w[n, k]ᵀ` for f32 tensors, batch-invariant (each row's result is independent of the others).

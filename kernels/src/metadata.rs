@@ -78,3 +78,17 @@ impl AttentionMetadata {
         Ok(())
     }
 }
+
+/// One step's attention metadata as every layer of the step reads it: the host copy, and on CUDA the
+/// device copy uploaded once per step ([`crate::PagedKvCache::prepare_step`]).
+pub struct StepMetadata<'a> {
+    pub(crate) host: &'a AttentionMetadata,
+    #[cfg(feature = "cuda")]
+    pub(crate) gpu: Option<crate::cuda::GpuAttentionMetadata>,
+}
+
+impl StepMetadata<'_> {
+    pub fn host(&self) -> &AttentionMetadata {
+        self.host
+    }
+}

@@ -41,6 +41,9 @@ pub enum Error {
     ChatTemplate(String),
     #[error("invalid batch: {0}")]
     Batch(String),
+    /// Device, dtype or KV-cache dtype flags that do not fit together; the message names the flag.
+    #[error("{0}")]
+    Device(String),
 }
 
 impl Error {

@@ -11,6 +11,8 @@ pub mod loader;
 pub mod model;
 pub mod qwen2;
 pub mod qwen3;
+pub mod random_model;
+pub mod step_rope;
 pub mod testing;
 pub mod tokenizer;
 

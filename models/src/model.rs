@@ -2,13 +2,24 @@
 //! One forward runs a flattened batch of many sequences against the paged KV cache.
 
 use candle_core::{DType, Device, Tensor};
-use ember_kernels::{KvCacheSpec, LayerKvCache, PagedKvCache, RopeTable};
+use ember_kernels::{
+    KvCacheDtype, KvCacheSpec, LayerKvCache, PagedKvCache, RopeTable, StepMetadata,
+};
 
 use crate::batch::ForwardBatch;
 use crate::config::ModelConfig;
 use crate::layers::{Embedding, Linear, Mlp, RmsNorm};
 use crate::loader::Weights;
+use crate::step_rope::StepRope;
 use crate::{Error, Result};
+
+/// What every layer of one step shares: the host batch, the attention metadata prepared for the cache's
+/// device, and on accelerators the step's RoPE tables.
+struct Step<'a> {
+    batch: &'a ForwardBatch,
+    attention: StepMetadata<'a>,
+    rope: Option<StepRope>,
+}
 
 struct Attention {
     q_proj: Linear,
@@ -54,10 +65,11 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        batch: &ForwardBatch,
+        step: &Step<'_>,
         rope: &RopeTable,
         cache: &mut LayerKvCache,
     ) -> Result<Tensor> {
+        let batch = step.batch;
         let tokens = batch.num_tokens();
         let q = self
             .q_proj
@@ -75,9 +87,14 @@ impl Attention {
             (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
             _ => (q, k),
         };
-        let q = ember_kernels::apply_rope(&q, &batch.positions, rope)?;
-        let k = ember_kernels::apply_rope(&k, &batch.positions, rope)?;
-        let attn = ember_kernels::paged_attention(&q, &k, &v, cache, &batch.attention, self.scale)?;
+        let (q, k) = match &step.rope {
+            None => (
+                ember_kernels::apply_rope(&q, &batch.positions, rope)?,
+                ember_kernels::apply_rope(&k, &batch.positions, rope)?,
+            ),
+            Some(r) => (r.apply(&q)?, r.apply(&k)?),
+        };
+        let attn = ember_kernels::attend(&q, &k, &v, cache, &step.attention, self.scale)?;
         self.o_proj.forward(&attn)
     }
 }
@@ -111,13 +128,13 @@ impl DecoderLayer {
     fn forward(
         &self,
         x: &Tensor,
-        batch: &ForwardBatch,
+        step: &Step<'_>,
         rope: &RopeTable,
         cache: &mut LayerKvCache,
     ) -> Result<Tensor> {
         let h = self
             .attention
-            .forward(&self.input_norm.forward(x)?, batch, rope, cache)?;
+            .forward(&self.input_norm.forward(x)?, step, rope, cache)?;
         let x = (x + h)?;
         let h = self.mlp.forward(&self.post_attention_norm.forward(&x)?)?;
         Ok((x + h)?)
@@ -133,6 +150,9 @@ pub struct DecoderModel {
     lm_head: Linear,
     rope: RopeTable,
     device: Device,
+    /// Activations' type: f32 on the CPU, bf16/f16 on CUDA.
+    dtype: DType,
+    kv_cache_dtype: KvCacheDtype,
 }
 
 impl DecoderModel {
@@ -154,7 +174,24 @@ impl DecoderModel {
             lm_head,
             rope: RopeTable::new(config.head_dim, config.rope_theta, config.rope_style),
             device: weights.device().clone(),
+            dtype: weights.dtype(),
+            kv_cache_dtype: KvCacheDtype::Auto,
         })
+    }
+
+    /// Sets what [`DecoderModel::new_kv_cache`] stores (`--kv-cache-dtype`).
+    pub fn with_kv_cache_dtype(mut self, kv_cache_dtype: KvCacheDtype) -> Self {
+        self.kv_cache_dtype = kv_cache_dtype;
+        self
+    }
+
+    /// The type activations are computed in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn kv_cache_dtype(&self) -> KvCacheDtype {
+        self.kv_cache_dtype
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -177,20 +214,23 @@ impl DecoderModel {
 
     /// Bytes of KV cache one block takes across all layers.
     pub fn kv_block_bytes(&self, block_size: usize) -> usize {
-        KvCacheSpec::block_bytes(
+        KvCacheSpec::block_bytes_of(
             block_size,
             self.config.num_kv_heads,
             self.config.head_dim,
             self.config.num_layers,
+            self.kv_cache_dtype.elem_bytes(self.dtype),
         )
     }
 
-    /// A KV cache for this model with `num_blocks` blocks.
+    /// A KV cache for this model with `num_blocks` blocks, on its device in its KV-cache dtype.
     pub fn new_kv_cache(&self, num_blocks: usize, block_size: usize) -> Result<PagedKvCache> {
-        Ok(PagedKvCache::new(
+        Ok(PagedKvCache::with_dtype(
             self.kv_cache_spec(num_blocks, block_size),
             self.config.num_layers,
             &self.device,
+            self.dtype,
+            self.kv_cache_dtype,
         )?)
     }
 
@@ -227,9 +267,18 @@ impl DecoderModel {
             )));
         }
         let ids = Tensor::new(batch.token_ids.as_slice(), &self.device)?;
-        let mut x = self.embed_tokens.forward(&ids)?.to_dtype(DType::F32)?;
+        let mut x = self.embed_tokens.forward(&ids)?.to_dtype(self.dtype)?;
+        let step = Step {
+            batch,
+            attention: cache.prepare_step(&batch.attention, tokens)?,
+            rope: if self.device.is_cpu() {
+                None
+            } else {
+                Some(StepRope::new(&self.rope, &batch.positions, &self.device)?)
+            },
+        };
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(&x, batch, &self.rope, layer_cache)?;
+            x = layer.forward(&x, &step, &self.rope, layer_cache)?;
         }
         let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
         if rows.is_empty() {

@@ -1,6 +1,6 @@
 //! `ember serve` flags: `vllm serve`'s names, meanings and defaults, plus a few of ember's own.
 //!
-//! Flags ember cannot honour (tensor parallelism, fp8 KV cache, …) are refused at start by
+//! Flags ember cannot honour (tensor parallelism, other quantizations, …) are refused at start by
 //! [`ServeArgs::validate`] with a message saying so; harmless ones (`--swap-space`, `--trust-remote-code`,
 //! `--enforce-eager`, …) are accepted and have no effect.
 
@@ -11,6 +11,37 @@ use ember_engine::{EngineOptions, SchedulingPolicy};
 
 /// The registry alias served when no model is named.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+
+/// Where and in what precision the model runs (`vllm serve`'s names and defaults); shared by every
+/// command that loads a model (serve, bench, eval, generate).
+#[derive(Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// auto (CUDA device 0 when ember is built with `cuda` and one is present, else the CPU), cpu, cuda
+    /// or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto (bfloat16 on CUDA, float32 on the CPU), bfloat16, float16 or float32. The CPU computes in
+    /// float32 only (quantized GGUF weights stay quantized there).
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// auto (the compute dtype) or fp8 / fp8_e4m3 (CUDA only: half the bytes of bfloat16).
+    #[arg(long, default_value = "auto")]
+    pub kv_cache_dtype: String,
+    /// Share of the accelerator's memory for weights, activations and KV cache, in (0, 1]. On the CPU the
+    /// KV cache is sized by --kv-cache-memory instead.
+    #[arg(long, default_value_t = 0.9)]
+    pub gpu_memory_utilization: f64,
+}
+
+impl DeviceArgs {
+    /// Copies these flags into `options`.
+    pub fn apply(&self, options: &mut EngineOptions) {
+        options.device = self.device.clone();
+        options.dtype = self.dtype.clone();
+        options.kv_cache_dtype = self.kv_cache_dtype.clone();
+        options.gpu_memory_utilization = self.gpu_memory_utilization;
+    }
+}
 
 /// The engine's flags (`vllm serve`'s names and defaults), shared by `ember serve` and `ember bench`'s
 /// in-process target so both build the same engine.
@@ -47,15 +78,17 @@ pub struct EngineArgs {
     /// KV cache size in bytes on the CPU (`2GiB`, `512MiB`, `1000000`); ignored with --num-gpu-blocks-override.
     #[arg(long, alias = "kv-cache-memory-bytes", default_value = "2GiB", value_parser = parse_bytes)]
     pub kv_cache_memory: u64,
-    /// Exact number of KV-cache blocks (overrides --kv-cache-memory).
+    /// Exact number of KV-cache blocks (overrides --kv-cache-memory and --gpu-memory-utilization).
     #[arg(long)]
     pub num_gpu_blocks_override: Option<usize>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 impl EngineArgs {
     /// The engine settings these flags ask for, with the engine seed and the caller's queue cap (0: none).
     pub fn options(&self, seed: u64, max_waiting: usize) -> EngineOptions {
-        EngineOptions {
+        let mut options = EngineOptions {
             max_model_len: self.max_model_len,
             max_num_batched_tokens: self.max_num_batched_tokens,
             max_num_seqs: self.max_num_seqs,
@@ -72,7 +105,10 @@ impl EngineArgs {
             enable_prefix_caching: !self.no_enable_prefix_caching,
             seed,
             max_waiting,
-        }
+            ..EngineOptions::default()
+        };
+        self.device.apply(&mut options);
+        options
     }
 }
 
@@ -103,16 +139,6 @@ pub struct ServeArgs {
     /// Engine seed: requests without their own seed draw one from it.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Fraction of accelerator memory for weights + KV cache. Accepted for compatibility: on the CPU the
-    /// KV cache is sized by --kv-cache-memory.
-    #[arg(long, default_value_t = 0.9)]
-    pub gpu_memory_utilization: f64,
-    /// `auto` only: ember keeps the KV cache in the model's compute dtype.
-    #[arg(long, default_value = "auto")]
-    pub kv_cache_dtype: String,
-    /// `auto` or `float32` (ember computes in f32; quantized weights stay quantized).
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
     /// Only 1: ember runs on one device.
     #[arg(long, short = 't', default_value_t = 1)]
     pub tensor_parallel_size: usize,
@@ -224,19 +250,6 @@ impl ServeArgs {
                 self.data_parallel_size
             ));
         }
-        if self.kv_cache_dtype != "auto" {
-            return refuse(format!(
-                "--kv-cache-dtype {} is not supported yet: ember keeps the KV cache in the compute dtype \
-                 (use auto)",
-                self.kv_cache_dtype
-            ));
-        }
-        if !matches!(self.dtype.as_str(), "auto" | "float32" | "float") {
-            return refuse(format!(
-                "--dtype {} is not supported: ember computes in float32 (use auto or float32)",
-                self.dtype
-            ));
-        }
         if let Some(q) = &self.quantization {
             if q != "gguf" {
                 return refuse(format!(
@@ -252,10 +265,10 @@ impl ServeArgs {
                 ));
             }
         }
-        if !(self.gpu_memory_utilization > 0.0 && self.gpu_memory_utilization <= 1.0) {
+        let u = self.engine.device.gpu_memory_utilization;
+        if !(u > 0.0 && u <= 1.0) {
             return refuse(format!(
-                "--gpu-memory-utilization must be in (0, 1], got {}",
-                self.gpu_memory_utilization
+                "--gpu-memory-utilization must be in (0, 1], got {u}"
             ));
         }
         if !(self.shutdown_timeout >= 0.0 && self.shutdown_timeout.is_finite()) {
@@ -373,7 +386,17 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.0.contains("--tensor-parallel-size 2"), "{e}");
-        assert!(parse(&["m", "--kv-cache-dtype", "fp8"]).validate().is_err());
+        // Device flags are parsed as given and checked when the device is opened (see EngineOptions).
+        let o = parse(&["m", "--device", "cuda:1", "--kv-cache-dtype", "fp8"])
+            .engine
+            .options(0, 0);
+        assert_eq!(
+            (o.device.as_str(), o.kv_cache_dtype.as_str()),
+            ("cuda:1", "fp8")
+        );
+        assert!(parse(&["m", "--gpu-memory-utilization", "1.5"])
+            .validate()
+            .is_err());
         assert!(parse(&["m", "--quantization", "awq"]).validate().is_err());
         assert!(parse(&["m", "--model", "other"]).validate().is_err());
     }

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
 use ember_engine::EngineHandle;
 use ember_models::chat_template::ChatTemplate;
 use ember_models::loader::{self, GenerationDefaults, LoadedModel, ModelSource};
@@ -76,19 +75,19 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, ServeError> {
     let spec = args.model_spec()?.to_string();
     let chat_override = args.chat_template_source()?;
     let started = Instant::now();
-    let model = loader::load(&spec, &Device::Cpu).map_err(|source| ServeError::Model {
+    let options = args.engine.options(args.seed, args.max_waiting_requests);
+    let load_options = options
+        .load_options()
+        .map_err(|e| ArgsError(e.to_string()))?;
+    let model = loader::load_with(&spec, &load_options).map_err(|source| ServeError::Model {
         spec: spec.clone(),
         source,
     })?;
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let config = args
-        .engine
-        .options(args.seed, args.max_waiting_requests)
-        .resolve(&model)
-        .map_err(|e| match e {
-            ember_engine::Error::Config(msg) => ArgsError(msg),
-            other => ArgsError(other.to_string()),
-        })?;
+    let config = options.resolve(&model).map_err(|e| match e {
+        ember_engine::Error::Config(msg) => ArgsError(msg),
+        other => ArgsError(other.to_string()),
+    })?;
     let (max_model_len, block_size, num_blocks) = (
         config.scheduler.max_model_len,
         config.cache.block_size,
@@ -147,7 +146,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Prepared, ServeError> {
             block_size,
             num_blocks,
             enable_prefix_caching,
-            gpu_memory_utilization: args.gpu_memory_utilization,
+            gpu_memory_utilization: args.engine.device.gpu_memory_utilization,
             kv_cache_memory_bytes: (num_blocks * block_bytes) as u64,
         },
     }));

@@ -145,7 +145,10 @@ async fn execute_async(plan: Plan) -> Result<Vec<RunResult>, BenchError> {
 fn build_target(plan: &Plan) -> Result<(Target, Tokenizer, &'static str), BenchError> {
     match &plan.target {
         TargetSpec::InProcess { model, engine } => {
-            let loaded = ember_models::loader::load(model, &candle_core::Device::Cpu)
+            let load_options = engine
+                .load_options()
+                .map_err(|e| BenchError::Config(e.to_string()))?;
+            let loaded = ember_models::loader::load_with(model, &load_options)
                 .map_err(|e| BenchError::Model(format!("loading `{model}`: {e}")))?;
             // The dataset needs its own tokenizer: the engine owns the model from here on.
             let tokenizer = match &plan.tokenizer {

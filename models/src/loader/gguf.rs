@@ -1,5 +1,7 @@
-//! GGUF files (llama.cpp's format): config from metadata, weights kept in their quantized blocks, the
-//! tokenizer and chat template from `tokenizer.*` metadata.
+//! GGUF files (llama.cpp's format): config from metadata, the tokenizer and chat template from
+//! `tokenizer.*` metadata. On the CPU weights stay in their quantized blocks (ember's CPU kernels run
+//! them); on CUDA each is dequantized on the device at load and kept in the compute dtype (cuBLAS GEMMs:
+//! see `Weights::matmul` below for why).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use std::sync::Mutex;
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Tensor};
 
-use super::{GenerationDefaults, Weights};
+use super::{GenerationDefaults, LoadOptions, Weights};
 use crate::config::ModelConfig;
 use crate::layers::qmatmul;
 use crate::model::DecoderModel;
@@ -21,10 +23,17 @@ pub struct GgufWeights {
     content: gguf_file::Content,
     file: Mutex<File>,
     device: Device,
+    dtype: DType,
 }
 
 impl GgufWeights {
+    /// Opens `path` for loading onto `device` in its default dtype.
     pub fn open(path: &Path, device: &Device) -> Result<Self> {
+        Self::open_with(path, &LoadOptions::for_device(device))
+    }
+
+    pub fn open_with(path: &Path, options: &LoadOptions) -> Result<Self> {
+        let device = &options.device;
         let mut file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| Error::Gguf {
@@ -54,6 +63,7 @@ impl GgufWeights {
             content,
             file: Mutex::new(file),
             device: device.clone(),
+            dtype: options.dtype,
         })
     }
 
@@ -78,14 +88,24 @@ impl GgufWeights {
 
 impl Weights for GgufWeights {
     fn matmul(&self, name: &str) -> Result<QMatMul> {
-        qmatmul(self.qtensor(name)?)
+        let t = self.qtensor(name)?;
+        if self.device.is_cpu() {
+            return qmatmul(t);
+        }
+        // On an accelerator: dequantized once here, on the device, to the compute dtype. Decode is bound
+        // by launches and bytes; bf16 weights read 3.5x the bytes of Q4_K but run every batch size through
+        // cuBLAS, where candle's quantized CUDA matmul dequantizes the whole weight again on every call
+        // above 8 rows, needs f32 activations and rounds them to q8_1.
+        Ok(QMatMul::Tensor(
+            t.dequantize(&self.device)?.to_dtype(self.dtype)?,
+        ))
     }
 
     fn vector(&self, name: &str) -> Result<Tensor> {
         Ok(self
             .qtensor(name)?
             .dequantize(&self.device)?
-            .to_dtype(DType::F32)?)
+            .to_dtype(self.dtype)?)
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -94,6 +114,10 @@ impl Weights for GgufWeights {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
     }
 }
 
@@ -146,11 +170,11 @@ pub fn find_in_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 pub(crate) fn load(
     path: &Path,
-    device: &Device,
+    options: &LoadOptions,
 ) -> Result<(ModelConfig, DecoderModel, Tokenizer, GenerationDefaults)> {
-    let weights = GgufWeights::open(path, device)?;
+    let weights = GgufWeights::open_with(path, options)?;
     let config = ModelConfig::from_gguf(weights.metadata(), weights.contains("lm_head.weight"))?;
     let tokenizer = Tokenizer::from_gguf(weights.metadata())?;
-    let model = DecoderModel::new(&config, &weights)?;
+    let model = DecoderModel::new(&config, &weights)?.with_kv_cache_dtype(options.kv_cache_dtype);
     Ok((config, model, tokenizer, GenerationDefaults::default()))
 }

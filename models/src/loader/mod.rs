@@ -2,13 +2,16 @@
 
 pub mod gguf;
 pub mod hub;
+pub mod options;
 pub mod registry;
 pub mod safetensors;
+
+pub use options::{DtypeChoice, LoadOptions};
 
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
 use crate::config::ModelConfig;
@@ -21,10 +24,14 @@ use crate::{Error, Result};
 pub trait Weights {
     /// A 2-D weight used as `x Wᵀ`, kept in its stored (possibly quantized) form.
     fn matmul(&self, name: &str) -> Result<QMatMul>;
-    /// A 1-D f32 tensor (norm weights, biases).
+    /// A 1-D tensor in the compute dtype (norm weights, biases).
     fn vector(&self, name: &str) -> Result<Tensor>;
     fn contains(&self, name: &str) -> bool;
     fn device(&self) -> &Device;
+    /// The type the model computes in (f32 on the CPU).
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
 }
 
 /// Default sampling the model ships with (`generation_config.json`); `None` leaves vLLM's defaults.
@@ -105,18 +112,26 @@ pub fn resolve(spec: &str) -> Result<ModelSource> {
     )))
 }
 
-/// Resolves and loads a model onto `device`.
+/// Resolves and loads a model onto `device` in that device's default dtype (f32 on the CPU, bf16 on CUDA).
 pub fn load(spec: &str, device: &Device) -> Result<LoadedModel> {
+    load_with(spec, &LoadOptions::for_device(device))
+}
+
+/// Resolves and loads a model with the device, dtype and KV-cache dtype of `options`.
+pub fn load_with(spec: &str, options: &LoadOptions) -> Result<LoadedModel> {
     let source = resolve(spec)?;
     let started = std::time::Instant::now();
     let (config, model, tokenizer, generation_defaults) = match &source {
-        ModelSource::Gguf(path) => gguf::load(path, device)?,
-        ModelSource::HfDir(dir) => safetensors::load(dir, device)?,
+        ModelSource::Gguf(path) => gguf::load(path, options)?,
+        ModelSource::HfDir(dir) => safetensors::load(dir, options)?,
     };
     tracing::info!(
         model = spec,
         architecture = ?config.architecture,
         layers = config.num_layers,
+        device = ?options.device,
+        dtype = ?options.dtype,
+        kv_cache_dtype = ?options.kv_cache_dtype,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );

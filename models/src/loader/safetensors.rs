@@ -10,18 +10,19 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::{GenerationDefaults, Weights};
+use super::{GenerationDefaults, LoadOptions, Weights};
 use crate::config::ModelConfig;
 use crate::model::DecoderModel;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
-/// Memory-mapped safetensors weights. Matmul weights are converted to f32 once at load (candle's CPU
-/// backend has no fast bf16/f16 GEMM).
+/// Memory-mapped safetensors weights, converted once at load to the compute dtype: f32 on the CPU
+/// (candle's CPU backend has no fast bf16/f16 GEMM), bf16/f16 on CUDA (stored bf16 loads as is).
 pub struct SafetensorsWeights {
     tensors: MmapedSafetensors,
     names: BTreeSet<String>,
     device: Device,
+    dtype: DType,
 }
 
 #[derive(Deserialize)]
@@ -30,7 +31,13 @@ struct ShardIndex {
 }
 
 impl SafetensorsWeights {
+    /// Opens the weights of `dir` for `device` in its default dtype.
     pub fn open(dir: &Path, device: &Device) -> Result<Self> {
+        Self::open_with(dir, &LoadOptions::for_device(device))
+    }
+
+    pub fn open_with(dir: &Path, options: &LoadOptions) -> Result<Self> {
+        let device = &options.device;
         let files = weight_files(dir)?;
         // SAFETY: the files are mapped read-only; like every safetensors user we assume nobody rewrites
         // them while the model is loaded.
@@ -45,6 +52,7 @@ impl SafetensorsWeights {
             tensors,
             names,
             device: device.clone(),
+            dtype: options.dtype,
         })
     }
 
@@ -57,7 +65,7 @@ impl SafetensorsWeights {
         Ok(self
             .tensors
             .load(name, &self.device)?
-            .to_dtype(DType::F32)?)
+            .to_dtype(self.dtype)?)
     }
 }
 
@@ -83,6 +91,10 @@ impl Weights for SafetensorsWeights {
 
     fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn dtype(&self) -> DType {
+        self.dtype
     }
 }
 
@@ -123,7 +135,7 @@ pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> 
 
 pub(crate) fn load(
     dir: &Path,
-    device: &Device,
+    options: &LoadOptions,
 ) -> Result<(ModelConfig, DecoderModel, Tokenizer, GenerationDefaults)> {
     let config_path = dir.join("config.json");
     let config_text = std::fs::read_to_string(&config_path)
@@ -136,7 +148,7 @@ pub(crate) fn load(
     } else {
         GenerationDefaults::default()
     };
-    let weights = SafetensorsWeights::open(dir, device)?;
-    let model = DecoderModel::new(&config, &weights)?;
+    let weights = SafetensorsWeights::open_with(dir, options)?;
+    let model = DecoderModel::new(&config, &weights)?.with_kv_cache_dtype(options.kv_cache_dtype);
     Ok((config, model, tokenizer, generation_defaults))
 }

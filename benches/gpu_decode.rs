@@ -1,0 +1,185 @@
+//! Decode throughput of a model on a CUDA device against the batch-1 roofline (bf16 weight bytes read
+//! per step ÷ the device's measured copy bandwidth), at batch 1, 64 and 256, each sequence with a
+//! 128-token context then 32 decode steps; each step's logits are copied to the host as the engine does.
+//! `cargo bench --features cuda --bench gpu_decode -- [MODEL | --random qwen2.5-1.5b] [--kv fp8]`.
+//! Without the real weights at hand (a GPU machine has no network), `--random qwen2.5-1.5b` times random
+//! weights of Qwen2.5-Coder-1.5B's shape: the same bytes and kernels, so the same speed.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use ember_kernels::KvCacheDtype;
+use ember_models::batch::{ForwardBatch, LogitsWanted, SeqChunk};
+use ember_models::config::ModelConfig;
+use ember_models::loader::{self, LoadOptions};
+use ember_models::model::DecoderModel;
+use ember_models::random_model::{qwen2_5_1_5b_config, RandomWeights};
+
+const BLOCK: usize = 16;
+
+/// Device-to-device copy bandwidth in GB/s (bytes read + written), median of 20 copies of 1 GiB.
+fn copy_bandwidth(dev: &Device) -> f64 {
+    let n = 1usize << 29; // bf16 elements: 1 GiB
+    let src = Tensor::randn(0f32, 1.0, n, dev)
+        .and_then(|t| t.to_dtype(DType::BF16))
+        .expect("buffer");
+    let mut times = Vec::new();
+    for i in 0..23 {
+        dev.synchronize().unwrap();
+        let t = Instant::now();
+        let dst = src.copy().expect("copy");
+        dev.synchronize().unwrap();
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+        drop(dst);
+    }
+    times.sort_by(f64::total_cmp);
+    2.0 * (n * 2) as f64 / times[times.len() / 2] / 1e9
+}
+
+/// Bytes of matmul weights one decode step reads (the embedding gather is negligible; a tied table is
+/// read once, as the LM head).
+fn weight_bytes(c: &ModelConfig, elem: usize) -> usize {
+    let (h, f) = (c.hidden_size, c.intermediate_size);
+    let (q, kv) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+    let per_layer = h * q + 2 * h * kv + q * h + 3 * h * f;
+    (c.num_layers * per_layer + c.vocab_size * h) * elem
+}
+
+fn decode(model: &DecoderModel, batch: usize, dev: &Device) -> (f64, f64) {
+    let (ctx, steps) = (128usize, 32usize);
+    let vocab = model.config().vocab_size as u32;
+    let per_seq = (ctx + steps + 1).div_ceil(BLOCK);
+    let mut cache = model.new_kv_cache(per_seq * batch, BLOCK).expect("cache");
+    let tables: Vec<Vec<u32>> = (0..batch)
+        .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
+        .collect();
+    let prompts: Vec<Vec<u32>> = (0..batch)
+        .map(|s| {
+            (0..ctx as u32)
+                .map(|i| (i * 31 + s as u32 * 101 + 7) % vocab)
+                .collect()
+        })
+        .collect();
+    let chunks: Vec<SeqChunk> = (0..batch)
+        .map(|s| SeqChunk {
+            tokens: &prompts[s],
+            num_computed: 0,
+            block_table: &tables[s],
+            logits: LogitsWanted::Last,
+        })
+        .collect();
+    model
+        .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), &mut cache)
+        .expect("prefill");
+    let step = |i: usize, cache: &mut _| {
+        let tokens: Vec<[u32; 1]> = (0..batch)
+            .map(|s| [(i as u32 * 7 + s as u32 * 13 + 1) % vocab])
+            .collect();
+        let chunks: Vec<SeqChunk> = (0..batch)
+            .map(|s| SeqChunk {
+                tokens: &tokens[s],
+                num_computed: ctx + i,
+                block_table: &tables[s],
+                logits: LogitsWanted::Last,
+            })
+            .collect();
+        let logits = model
+            .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), cache)
+            .expect("decode step");
+        // The engine samples on the host: the logits come back every step.
+        logits
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("logits");
+    };
+    step(0, &mut cache); // warm-up: module loads, cuBLAS handles
+    dev.synchronize().unwrap();
+    let t = Instant::now();
+    for i in 1..=steps {
+        step(i, &mut cache);
+    }
+    dev.synchronize().unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    ((batch * steps) as f64 / secs, secs * 1e3 / steps as f64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let dev = match Device::new_cuda(0) {
+        Ok(d) => d,
+        Err(e) => {
+            let why = e.to_string();
+            println!(
+                "skipping: no CUDA device ({})",
+                why.lines().next().unwrap_or_default()
+            );
+            return;
+        }
+    };
+    let kv = if args
+        .windows(2)
+        .any(|w| w[0] == "--kv" && w[1].starts_with("fp8"))
+    {
+        KvCacheDtype::Fp8E4M3
+    } else {
+        KvCacheDtype::Auto
+    };
+    let random = args
+        .windows(2)
+        .find(|w| w[0] == "--random")
+        .map(|w| w[1].clone());
+    let started = Instant::now();
+    let (name, model) = match random {
+        Some(shape) => {
+            assert_eq!(shape, "qwen2.5-1.5b", "--random knows qwen2.5-1.5b");
+            let cfg = qwen2_5_1_5b_config();
+            let m = RandomWeights::model(&cfg, &dev, DType::BF16)
+                .expect("random model")
+                .with_kv_cache_dtype(kv);
+            (format!("random weights of {shape}'s shape"), m)
+        }
+        None => {
+            let spec = args
+                .iter()
+                .find(|a| !a.starts_with("--") && !a.starts_with("fp8"))
+                .cloned()
+                .unwrap_or_else(|| "qwen2.5-coder-1.5b-instruct".into());
+            let options = LoadOptions {
+                kv_cache_dtype: kv,
+                ..LoadOptions::for_device(&dev)
+            };
+            match loader::load_with(&spec, &options) {
+                Ok(l) => (spec, l.model),
+                Err(e) => {
+                    println!("skipping {spec}: {e}");
+                    return;
+                }
+            }
+        }
+    };
+    dev.synchronize().unwrap();
+    let load_s = started.elapsed().as_secs_f64();
+    let bw = copy_bandwidth(&dev);
+    let bytes = weight_bytes(model.config(), model.dtype().size_in_bytes());
+    let roofline = bw * 1e9 / bytes as f64;
+    println!(
+        "model: {name} ({:?}, KV {kv:?}), loaded in {load_s:.1} s; weights read per step {:.2} GB; copy \
+         bandwidth {bw:.0} GB/s; batch-1 roofline {roofline:.0} tok/s",
+        model.dtype(),
+        bytes as f64 / 1e9
+    );
+    println!("| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) |");
+    println!("|---|---|---|---|");
+    for batch in [1usize, 64, 256] {
+        let (tps, ms) = decode(&model, batch, &dev);
+        println!(
+            "| {batch} | {tps:.0} | {ms:.2} | {:.0}% |",
+            100.0 * tps / (roofline * batch as f64).max(f64::MIN_POSITIVE)
+        );
+    }
+}

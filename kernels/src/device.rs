@@ -1,0 +1,119 @@
+//! Which device a model runs on (`--device auto|cpu|cuda|cuda:N`) and what that device's memory holds.
+//! The only place above the kernels that needs to know whether this build has CUDA.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Device;
+
+use crate::{Error, Result};
+
+/// The message for `--device cuda` in a build without the `cuda` feature.
+pub const NO_CUDA_BUILD: &str =
+    "this ember was built without the `cuda` feature: rebuild with scripts/build-cuda.sh";
+
+/// What `--device` asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when this build has CUDA and a device answers, else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            _ => match t.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => Err(Error::Device(format!(
+                    "--device `{s}`: expected auto, cpu, cuda or cuda:N"
+                ))),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// Opens the device. `Auto` falls back to the CPU (logged) when there is no usable CUDA device; an
+    /// explicit `cuda` never falls back: it is an error, saying why.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(n) => open_cuda(n),
+            Self::Auto => {
+                if !cfg!(feature = "cuda") {
+                    return Ok(Device::Cpu);
+                }
+                match open_cuda(0) {
+                    Ok(d) => Ok(d),
+                    Err(e) => {
+                        note_fallback(&e);
+                        Ok(Device::Cpu)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `--device auto` found no CUDA device in a CUDA build: say so on stderr once (kernels has no logger).
+fn note_fallback(e: &Error) {
+    let why = e.to_string();
+    eprintln!(
+        "ember: --device auto: no usable CUDA device ({}); running on the CPU",
+        why.lines().next().unwrap_or_default()
+    );
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(ordinal: usize) -> Result<Device> {
+    Device::new_cuda(ordinal).map_err(|e| {
+        // candle appends a backtrace; the first line says why.
+        let why = e.to_string();
+        Error::Device(format!(
+            "CUDA device {ordinal}: {}",
+            why.lines().next().unwrap_or_default()
+        ))
+    })
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_ordinal: usize) -> Result<Device> {
+    Err(Error::Device(NO_CUDA_BUILD.into()))
+}
+
+/// `(free, total)` bytes of an accelerator's memory now; `None` for the CPU (its KV cache is sized by
+/// bytes, not by a share of device memory).
+pub fn memory_info(device: &Device) -> Result<Option<(usize, usize)>> {
+    match device {
+        #[cfg(feature = "cuda")]
+        Device::Cuda(dev) => {
+            device.synchronize()?;
+            Ok(Some(crate::cuda::device_memory(dev)?))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Waits for the device's queued work (a no-op on the CPU).
+pub fn synchronize(device: &Device) -> Result<()> {
+    Ok(device.synchronize()?)
+}

@@ -1,0 +1,95 @@
+//! Rotary embeddings on accelerators: one step's cos/sin rows (one per token, at its own position) built
+//! once on the host from the f64 [`RopeTable`] and uploaded once, then applied per layer by candle's
+//! rotary kernels (`rope` for [`RopeStyle::Half`], `rope_i` for [`RopeStyle::Interleaved`]) in f32.
+//! The CPU keeps ember's own kernel (`ember_kernels::apply_rope`).
+
+use candle_core::{DType, Device, Tensor};
+use ember_kernels::{RopeStyle, RopeTable};
+
+use crate::{Error, Result};
+
+pub struct StepRope {
+    /// `[tokens, 1, head_dim / 2]` f32: candle's "batched" cos/sin with the token as the batch.
+    cos: Tensor,
+    sin: Tensor,
+    style: RopeStyle,
+}
+
+impl StepRope {
+    pub fn new(table: &RopeTable, positions: &[usize], device: &Device) -> Result<Self> {
+        let half = table.head_dim() / 2;
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            let (c, s) = table.cos_sin(p);
+            cos.extend(c);
+            sin.extend(s);
+        }
+        let shape = (positions.len(), 1, half);
+        Ok(Self {
+            cos: Tensor::from_vec(cos, shape, device)?,
+            sin: Tensor::from_vec(sin, shape, device)?,
+            style: table.style(),
+        })
+    }
+
+    /// Rotates `x` (`[tokens, heads, head_dim]`, any float dtype); returns the same shape and dtype. The
+    /// rotation runs in f32 so bf16 models lose no precision in the angles.
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let (tokens, heads, head_dim) = x.dims3()?;
+        if tokens != self.cos.dim(0)? || head_dim != 2 * self.cos.dim(2)? {
+            return Err(Error::Batch(format!(
+                "rope over {:?} with tables for {} tokens of head_dim {}",
+                x.dims(),
+                self.cos.dim(0)?,
+                2 * self.cos.dim(2)?
+            )));
+        }
+        let dtype = x.dtype();
+        // [tokens, heads, 1, head_dim]: candle's (batch, heads, seq, dim) with one position per batch row.
+        let xf = x
+            .to_dtype(DType::F32)?
+            .contiguous()?
+            .reshape((tokens, heads, 1, head_dim))?;
+        let y = match self.style {
+            RopeStyle::Half => candle_nn::rotary_emb::rope(&xf, &self.cos, &self.sin)?,
+            RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&xf, &self.cos, &self.sin)?,
+        };
+        Ok(y.reshape((tokens, heads, head_dim))?.to_dtype(dtype)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// candle's kernels with per-token tables compute what ember's CPU rope computes, in both styles
+    /// (candle's CPU implementation indexes the tables as its CUDA kernels do).
+    #[test]
+    fn matches_the_cpu_kernel() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for style in [RopeStyle::Half, RopeStyle::Interleaved] {
+            let table = RopeTable::new(16, 10_000.0, style);
+            let positions = [0usize, 5, 6, 300, 1, 4095];
+            let data: Vec<f32> = (0..positions.len() * 3 * 16)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let x = Tensor::from_vec(data, (positions.len(), 3, 16), &Device::Cpu).unwrap();
+            let want = ember_kernels::apply_rope(&x, &positions, &table).unwrap();
+            let got = StepRope::new(&table, &positions, &Device::Cpu)
+                .unwrap()
+                .apply(&x)
+                .unwrap();
+            let diff = (want - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "{style:?}: max difference {diff}");
+        }
+    }
+}
