@@ -3,6 +3,7 @@
 //! so a row's blocks never depend on the other rows of the call.
 
 use super::formats::QK_K;
+use crate::cpu::isa::Isa;
 
 /// 32 activations as `d * qs[i]`, with `s = d * Σ qs` for weight types that carry a min.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +25,7 @@ pub struct Q8KBlock {
 
 /// Scale and inverse scale for a block whose largest magnitude is `amax` (values land in -127..=127).
 #[inline]
-fn scales(amax: f32) -> (f32, f32) {
+pub(super) fn scales(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
     (d, if d > 0.0 { 1.0 / d } else { 0.0 })
 }
@@ -39,7 +40,10 @@ fn quantize_into(x: &[f32], id: f32, qs: &mut [i8]) {
 pub trait ActBlock: Copy + Send + Sync {
     const ELEMS: usize;
     const ZERO: Self;
+    /// The portable quantizer: the definition every kernel family must match bit for bit.
     fn quantize(x: &[f32]) -> Self;
+    /// [`ActBlock::quantize`] with the kernel family `isa` (which the caller checked this CPU has).
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self;
 }
 
 impl ActBlock for Q8Block {
@@ -58,6 +62,15 @@ impl ActBlock for Q8Block {
         b.d = d;
         b.s = d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
         b
+    }
+
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that this CPU has the family.
+            Isa::Avx2 => unsafe { super::quantize_avx2::q8(x) },
+            _ => Self::quantize(x),
+        }
     }
 }
 
@@ -80,10 +93,24 @@ impl ActBlock for Q8KBlock {
         }
         b
     }
+
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that this CPU has the family.
+            Isa::Avx2 => unsafe { super::quantize_avx2::q8k(x) },
+            _ => Self::quantize(x),
+        }
+    }
 }
 
-/// Quantizes `m` rows of `k` values (`k` a multiple of the block) into `m * k / ELEMS` blocks.
-pub fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, k: usize) -> Vec<A> {
+/// Quantizes `m` rows of `k` values (`k` a multiple of the block) into `m * k / ELEMS` blocks with the
+/// kernel family `isa`.
+///
+/// # Panics
+/// If this CPU lacks `isa`.
+pub fn quantize_rows<A: ActBlock>(isa: Isa, x: &[f32], m: usize, k: usize) -> Vec<A> {
+    assert!(isa.is_available(), "{isa:?} quantizer on this CPU");
     debug_assert_eq!(x.len(), m * k);
     let per_row = k / A::ELEMS;
     let mut out = vec![A::ZERO; m * per_row];
@@ -92,7 +119,7 @@ pub fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, k: usize) -> Vec<A> {
             .iter_mut()
             .zip(x[row * k..(row + 1) * k].chunks_exact(A::ELEMS))
         {
-            *b = A::quantize(chunk);
+            *b = A::quantize_with(isa, chunk);
         }
     };
     if m >= 8 {

@@ -10,6 +10,8 @@ pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod formats;
+#[cfg(target_arch = "x86_64")]
+mod quantize_avx2;
 mod scalar;
 
 use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock};
@@ -114,11 +116,11 @@ impl QuantMatrix {
         }
         match self.ty {
             QuantType::Q4K | QuantType::Q6K => {
-                let acts = quantize_rows::<Q8KBlock>(x, m, self.cols);
+                let acts = quantize_rows::<Q8KBlock>(isa, x, m, self.cols);
                 self.run(isa, &acts, m, out, dot_k_tile);
             }
             _ => {
-                let acts = quantize_rows::<Q8Block>(x, m, self.cols);
+                let acts = quantize_rows::<Q8Block>(isa, x, m, self.cols);
                 self.run(isa, &acts, m, out, dot_small_tile);
             }
         }
