@@ -9,6 +9,7 @@ mod kv_cache;
 mod metadata;
 mod quant_matmul;
 mod rope;
+mod rowwise;
 
 pub use cpu::isa::Isa;
 pub use cpu::quant::{QuantMatrix, QuantType};
@@ -16,6 +17,7 @@ pub use kv_cache::{KvCacheSpec, LayerKvCache, PagedKvCache};
 pub use metadata::{AttentionMetadata, SeqSpan};
 pub use quant_matmul::{quant_embedding, quant_matmul_t, quant_type_of};
 pub use rope::{RopeStyle, RopeTable};
+pub use rowwise::{rms_norm, silu_mul};
 
 use candle_core::{Device, Tensor};
 

@@ -90,11 +90,7 @@ impl RmsNorm {
 
     /// Normalises over the last dimension, row by row.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        Ok(ember_kernels::rms_norm(x, &self.weight, self.eps)?)
     }
 }
 
@@ -116,9 +112,8 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        let up = self.up.forward(x)?;
-        self.down.forward(&(gate * up)?)
+        let h = ember_kernels::silu_mul(&self.gate.forward(x)?, &self.up.forward(x)?)?;
+        self.down.forward(&h)
     }
 }
 
