@@ -11,6 +11,7 @@ mod memory;
 mod metadata;
 mod quant_matmul;
 mod rope;
+mod rowwise;
 
 pub use cpu::isa::Isa;
 pub use cpu::quant::{QuantMatrix, QuantType};
@@ -20,6 +21,7 @@ pub use memory::kv_blocks_for_memory;
 pub use metadata::{AttentionMetadata, SeqSpan, StepMetadata};
 pub use quant_matmul::{quant_embedding, quant_matmul_t, quant_type_of};
 pub use rope::{RopeStyle, RopeTable};
+pub use rowwise::{rms_norm, silu_mul};
 
 use candle_core::{Device, Tensor};
 

@@ -142,6 +142,12 @@ fn every_kernel_family_matches_the_f64_reference() {
                     let mut got = vec![0f32; m * n];
                     wq.matmul_with(isa, &x, m, &mut got).unwrap();
                     check_against_reference(ty, isa, &w, &x, &got, n, k);
+                    // 32-element types: every family does the same IEEE operations per row.
+                    if ty.block_elems() == 32 {
+                        for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
+                            assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {isa:?} vs scalar at {i}");
+                        }
+                    }
                     // Same quantized activations, so only the f32 summation order differs.
                     for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
                         let tol = 2e-5 * (a.abs() + b.abs()) + 1e-5;
@@ -276,6 +282,39 @@ fn f32_kernels_match_reference_and_are_batch_invariant() {
                         "{isa:?} [{n}, {k}]: batch of {len} at {start}"
                     );
                 }
+            }
+        }
+    }
+}
+
+/// Every kernel family quantizes activations to exactly the portable quantizer's blocks (scale, sums and
+/// 8-bit values), including values that land exactly halfway between two integers.
+#[test]
+fn activation_quantizers_match_the_portable_one_bit_for_bit() {
+    use ember_kernels::cpu::quant::activation::{ActBlock, Q8Block, Q8KBlock};
+    let mut rng = StdRng::seed_from_u64(6);
+    let mut inputs: Vec<Vec<f32>> = (0..200).map(|_| random_matrix(&mut rng, 1, 256)).collect();
+    // A maximum of 127 makes the scale exactly 1, so these halves are exact ties.
+    let mut ties: Vec<f32> = (0..256)
+        .map(|i| (i % 254) as f32 - 126.5 + if i % 3 == 0 { 0.25 } else { 0.0 })
+        .collect();
+    ties[0] = 127.0;
+    ties[128] = -127.0;
+    inputs.push(ties);
+    inputs.push(vec![0.0; 256]);
+    inputs.push((0..256).map(|i| (i as f32 - 128.0) * 1e-40).collect());
+    inputs.push((0..256).map(|i| (i as f32 - 100.0) * 3e30).collect());
+    for isa in Isa::available() {
+        for x in &inputs {
+            let (a, b) = (Q8KBlock::quantize(x), Q8KBlock::quantize_with(isa, x));
+            assert_eq!(a.d.to_bits(), b.d.to_bits(), "{isa:?} Q8K scale");
+            assert_eq!(a.qs, b.qs, "{isa:?} Q8K values of {x:?}");
+            assert_eq!(a.bsums, b.bsums, "{isa:?} Q8K sums");
+            for c in x.chunks_exact(32) {
+                let (a, b) = (Q8Block::quantize(c), Q8Block::quantize_with(isa, c));
+                assert_eq!(a.d.to_bits(), b.d.to_bits(), "{isa:?} Q8 scale");
+                assert_eq!(a.s.to_bits(), b.s.to_bits(), "{isa:?} Q8 sum");
+                assert_eq!(a.qs, b.qs, "{isa:?} Q8 values of {c:?}");
             }
         }
     }

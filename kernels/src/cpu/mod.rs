@@ -6,6 +6,7 @@ pub mod matmul;
 pub mod paged_attention;
 pub mod quant;
 pub mod rope;
+pub mod rowwise;
 pub mod tiling;
 
 /// Dot product with eight independent accumulators (lets the compiler vectorise) in a fixed order, so

@@ -3,6 +3,7 @@
 //! so a row's blocks never depend on the other rows of the call.
 
 use super::formats::QK_K;
+use crate::cpu::isa::Isa;
 
 /// 32 activations as `d * qs[i]`, with `s = d * Σ qs` for weight types that carry a min.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +25,7 @@ pub struct Q8KBlock {
 
 /// Scale and inverse scale for a block whose largest magnitude is `amax` (values land in -127..=127).
 #[inline]
-fn scales(amax: f32) -> (f32, f32) {
+pub(super) fn scales(amax: f32) -> (f32, f32) {
     let d = amax / 127.0;
     (d, if d > 0.0 { 1.0 / d } else { 0.0 })
 }
@@ -39,7 +40,14 @@ fn quantize_into(x: &[f32], id: f32, qs: &mut [i8]) {
 pub trait ActBlock: Copy + Send + Sync {
     const ELEMS: usize;
     const ZERO: Self;
+    /// The block's scale `d` (values are `d * qs[i]`).
+    fn scale(&self) -> f32;
+    /// `d * Σ qs` where the block keeps it (for weight types with a min), else 0.
+    fn scaled_sum(&self) -> f32;
+    /// The portable quantizer: the definition every kernel family must match bit for bit.
     fn quantize(x: &[f32]) -> Self;
+    /// [`ActBlock::quantize`] with the kernel family `isa` (which the caller checked this CPU has).
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self;
 }
 
 impl ActBlock for Q8Block {
@@ -50,6 +58,14 @@ impl ActBlock for Q8Block {
         qs: [0; 32],
     };
 
+    fn scale(&self) -> f32 {
+        self.d
+    }
+
+    fn scaled_sum(&self) -> f32 {
+        self.s
+    }
+
     fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
         let (d, id) = scales(amax);
@@ -58,6 +74,15 @@ impl ActBlock for Q8Block {
         b.d = d;
         b.s = d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
         b
+    }
+
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that this CPU has the family.
+            Isa::Avx2 => unsafe { super::quantize_avx2::q8(x) },
+            _ => Self::quantize(x),
+        }
     }
 }
 
@@ -68,6 +93,14 @@ impl ActBlock for Q8KBlock {
         qs: [0; QK_K],
         bsums: [0; QK_K / 16],
     };
+
+    fn scale(&self) -> f32 {
+        self.d
+    }
+
+    fn scaled_sum(&self) -> f32 {
+        0.0
+    }
 
     fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -80,10 +113,24 @@ impl ActBlock for Q8KBlock {
         }
         b
     }
+
+    fn quantize_with(isa: Isa, x: &[f32]) -> Self {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the caller checked that this CPU has the family.
+            Isa::Avx2 => unsafe { super::quantize_avx2::q8k(x) },
+            _ => Self::quantize(x),
+        }
+    }
 }
 
-/// Quantizes `m` rows of `k` values (`k` a multiple of the block) into `m * k / ELEMS` blocks.
-pub fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, k: usize) -> Vec<A> {
+/// Quantizes `m` rows of `k` values (`k` a multiple of the block) into `m * k / ELEMS` blocks with the
+/// kernel family `isa`.
+///
+/// # Panics
+/// If this CPU lacks `isa`.
+pub fn quantize_rows<A: ActBlock>(isa: Isa, x: &[f32], m: usize, k: usize) -> Vec<A> {
+    assert!(isa.is_available(), "{isa:?} quantizer on this CPU");
     debug_assert_eq!(x.len(), m * k);
     let per_row = k / A::ELEMS;
     let mut out = vec![A::ZERO; m * per_row];
@@ -92,7 +139,7 @@ pub fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, k: usize) -> Vec<A> {
             .iter_mut()
             .zip(x[row * k..(row + 1) * k].chunks_exact(A::ELEMS))
         {
-            *b = A::quantize(chunk);
+            *b = A::quantize_with(isa, chunk);
         }
     };
     if m >= 8 {
@@ -104,4 +151,39 @@ pub fn quantize_rows<A: ActBlock>(x: &[f32], m: usize, k: usize) -> Vec<A> {
         out.chunks_mut(per_row.max(1)).enumerate().for_each(fill);
     }
     out
+}
+
+/// Per tile of [`ROW_TILE`](super::ROW_TILE) rows (rows `8 t..8 t + 8`) and block, the rows' scales and
+/// scaled sums side by side (lane `i` is row `8 t + i`, 0 past the last row), so a kernel scales a weight
+/// block for all rows of its tile with one vector multiply. Lane `i` depends only on row `8 t + i`.
+pub struct TileScales {
+    pub scales: Vec<[f32; 8]>,
+    pub sums: Vec<[f32; 8]>,
+    per_row: usize,
+}
+
+impl TileScales {
+    pub fn new<A: ActBlock>(acts: &[A], m: usize, per_row: usize) -> Self {
+        let tiles = m.div_ceil(8);
+        let mut scales = vec![[0f32; 8]; tiles * per_row];
+        let mut sums = vec![[0f32; 8]; tiles * per_row];
+        for r in 0..m {
+            let (t, lane) = (r / 8, r % 8);
+            for (b, a) in acts[r * per_row..(r + 1) * per_row].iter().enumerate() {
+                scales[t * per_row + b][lane] = a.scale();
+                sums[t * per_row + b][lane] = a.scaled_sum();
+            }
+        }
+        Self {
+            scales,
+            sums,
+            per_row,
+        }
+    }
+
+    /// The scales and sums of the tile starting at row `r0` (a multiple of 8).
+    pub fn tile(&self, r0: usize) -> (&[[f32; 8]], &[[f32; 8]]) {
+        let range = r0 / 8 * self.per_row..(r0 / 8 + 1) * self.per_row;
+        (&self.scales[range.clone()], &self.sums[range])
+    }
 }

@@ -85,49 +85,136 @@ const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
 const Q8_0: u8 = 3;
 
+/// Σ of each of eight i32 vectors, as lane `r` for vector `r` (exact integer sums).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn small<const R: usize, const T: u8>(w: &[u8], acts: [&[Q8Block]; R]) -> [f32; R] {
-    let bytes = match T {
+unsafe fn sum_each(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // 128-bit lanes: rows 0-3 (low halves' sums | high halves' sums), then rows 4-7 the same.
+    let g0 = _mm256_hadd_epi32(h01, h23);
+    let g1 = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256(g0, g1, 0x20),
+        _mm256_permute2x128_si256(g0, g1, 0x31),
+    )
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The exact integer dot of one 32-element weight block (unpacked as `wq`: unsigned for Q4_1, else
+/// signed with `wabs = |wq|`) with one activation block, as eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_dot<const T: u8>(wq: __m256i, wabs: __m256i, a: &Q8Block) -> __m256i {
+    let ones = _mm256_set1_epi16(1);
+    let p = if T == Q4_1 {
+        _mm256_maddubs_epi16(wq, load(a.qs.as_ptr()))
+    } else {
+        _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load(a.qs.as_ptr()), wq))
+    };
+    _mm256_madd_epi16(p, ones)
+}
+
+const fn block_bytes<const T: u8>() -> usize {
+    match T {
         Q4_0 => 18,
         Q4_1 => 20,
         Q5_0 => 22,
         _ => 34,
-    };
+    }
+}
+
+/// The weights of a 32-element block: (as used by [`block_dot`], their magnitudes for signed types).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_weights<const T: u8>(b: *const u8) -> (__m256i, __m256i) {
+    if T == Q4_1 {
+        (nibbles(b.add(4)), _mm256_setzero_si256())
+    } else {
+        let wq = signed_weights::<T>(b);
+        (wq, _mm256_sign_epi8(wq, wq))
+    }
+}
+
+// Every row of a 32-element type has one f32 accumulator, fed once per block in block order by
+// `acc = fma(float(exact block dot), d_w * d_row, acc)` (plus, for Q4_1, `mins += m_w * s_row`): the tile
+// kernel does it for eight rows in the lanes of one vector, the one-row kernel with scalar instructions,
+// both with the same IEEE operations, so a row's result does not depend on which kernel ran it.
+
+/// One weight row against a tile of up to eight rows (`rows` real ones; the others are repeats whose
+/// lanes are dropped). Per block: the integer dots of all rows, summed into one vector (lane `r` = row
+/// `r`), one conversion and one FMA for the whole tile instead of one per row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn small_tile<const T: u8>(
+    w: &[u8],
+    acts: [&[Q8Block]; 8],
+    rows: usize,
+    (scales, sums): (&[[f32; 8]], &[[f32; 8]]),
+) -> [f32; 8] {
+    let bytes = block_bytes::<T>();
     let nb = w.len() / bytes;
     for a in &acts {
         assert!(a.len() >= nb, "activation row shorter than the weight row");
     }
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut acc_min = [0f32; R];
+    assert!(
+        scales.len() >= nb && sums.len() >= nb,
+        "tile scales shorter than the weight row"
+    );
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_min = _mm256_setzero_ps();
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * bytes);
-        let d = f16_at(b);
+        let (wq, wabs) = block_weights::<T>(b);
+        let mut v = [_mm256_setzero_si256(); 8];
+        for (r, vr) in v.iter_mut().enumerate().take(rows) {
+            *vr = block_dot::<T>(wq, wabs, acts[r].get_unchecked(blk));
+        }
+        let dv = _mm256_mul_ps(
+            _mm256_set1_ps(f16_at(b)),
+            _mm256_loadu_ps(scales.get_unchecked(blk).as_ptr()),
+        );
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_each(&v)), dv, acc);
         if T == Q4_1 {
-            let wq = nibbles(b.add(4));
-            let m = f16_at(b.add(2));
-            for r in 0..R {
-                let a = acts[r].get_unchecked(blk);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, load(a.qs.as_ptr())), ones);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
-                acc_min[r] += m * a.s;
-            }
-        } else {
-            let wq = signed_weights::<T>(b);
-            let wabs = _mm256_sign_epi8(wq, wq);
-            for r in 0..R {
-                let a = acts[r].get_unchecked(blk);
-                let signed_a = _mm256_sign_epi8(load(a.qs.as_ptr()), wq);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, signed_a), ones);
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(p), acc[r]);
-            }
+            let s = _mm256_loadu_ps(sums.get_unchecked(blk).as_ptr());
+            acc_min = _mm256_add_ps(acc_min, _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(2))), s));
         }
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) + acc_min[r];
-    }
+    let mut out = [0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc, acc_min));
     out
+}
+
+/// One weight row against one activation row, with the tile kernel's per-row arithmetic in scalar form.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn small_row<const T: u8>(w: &[u8], act: &[Q8Block]) -> f32 {
+    let bytes = block_bytes::<T>();
+    let nb = w.len() / bytes;
+    assert!(
+        act.len() >= nb,
+        "activation row shorter than the weight row"
+    );
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for blk in 0..nb {
+        let b = w.as_ptr().add(blk * bytes);
+        let (wq, wabs) = block_weights::<T>(b);
+        let a = act.get_unchecked(blk);
+        let isum = hsum_i32(block_dot::<T>(wq, wabs, a));
+        acc = (isum as f32).mul_add(f16_at(b) * a.d, acc);
+        if T == Q4_1 {
+            acc_min += f16_at(b.add(2)) * a.s;
+        }
+    }
+    acc + acc_min
 }
 
 /// Q4_K: per 32 weights one unpack, then for every row `maddubs` + `madd` by the sub-block scale into one
@@ -273,21 +360,40 @@ unsafe fn q6k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
     out
 }
 
-/// One weight row of a 32-element block type against `R` activation rows.
+/// One weight row of a 32-element block type against a tile of eight activation rows, of which the
+/// first `rows` (2..=8) are real, with the tile's scales and scaled sums (lane `r` for row `r`, see
+/// `TileScales`). Lane `r` of the result is bit-identical to [`dot_small_row`] of row `r`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_small<const R: usize>(
+pub unsafe fn dot_small_tile(
     ty: QuantType,
     w: &[u8],
-    acts: [&[Q8Block]; R],
-) -> [f32; R] {
+    acts: [&[Q8Block]; 8],
+    rows: usize,
+    scales: (&[[f32; 8]], &[[f32; 8]]),
+) -> [f32; 8] {
     match ty {
-        QuantType::Q4_0 => small::<R, Q4_0>(w, acts),
-        QuantType::Q4_1 => small::<R, Q4_1>(w, acts),
-        QuantType::Q5_0 => small::<R, Q5_0>(w, acts),
-        QuantType::Q8_0 => small::<R, Q8_0>(w, acts),
+        QuantType::Q4_0 => small_tile::<Q4_0>(w, acts, rows, scales),
+        QuantType::Q4_1 => small_tile::<Q4_1>(w, acts, rows, scales),
+        QuantType::Q5_0 => small_tile::<Q5_0>(w, acts, rows, scales),
+        QuantType::Q8_0 => small_tile::<Q8_0>(w, acts, rows, scales),
+        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k"),
+    }
+}
+
+/// One weight row of a 32-element block type against one activation row.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_small_row(ty: QuantType, w: &[u8], act: &[Q8Block]) -> f32 {
+    match ty {
+        QuantType::Q4_0 => small_row::<Q4_0>(w, act),
+        QuantType::Q4_1 => small_row::<Q4_1>(w, act),
+        QuantType::Q5_0 => small_row::<Q5_0>(w, act),
+        QuantType::Q8_0 => small_row::<Q8_0>(w, act),
         QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k"),
     }
 }

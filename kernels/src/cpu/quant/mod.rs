@@ -10,9 +10,11 @@ pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod formats;
+#[cfg(target_arch = "x86_64")]
+mod quantize_avx2;
 mod scalar;
 
-use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock};
+use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock, TileScales};
 pub use self::formats::{dequantize_block, QuantType};
 use super::isa::Isa;
 use super::tiling::for_each_tile;
@@ -114,11 +116,11 @@ impl QuantMatrix {
         }
         match self.ty {
             QuantType::Q4K | QuantType::Q6K => {
-                let acts = quantize_rows::<Q8KBlock>(x, m, self.cols);
+                let acts = quantize_rows::<Q8KBlock>(isa, x, m, self.cols);
                 self.run(isa, &acts, m, out, dot_k_tile);
             }
             _ => {
-                let acts = quantize_rows::<Q8Block>(x, m, self.cols);
+                let acts = quantize_rows::<Q8Block>(isa, x, m, self.cols);
                 self.run(isa, &acts, m, out, dot_small_tile);
             }
         }
@@ -130,19 +132,25 @@ impl QuantMatrix {
         let n = self.rows;
         let row_bytes = self.row_bytes();
         let per_row = self.cols / A::ELEMS;
+        let scales = TileScales::new(acts, m, per_row);
+        const _: () = assert!(ROW_TILE == 8, "TileScales holds 8 rows per tile");
         for_each_tile::<ROW_TILE, _>(m, n, out, |r0, rows, col, vals| {
             let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
                 let r = (r0 + i).min(m - 1);
                 &acts[r * per_row..(r + 1) * per_row]
             });
             let w = &self.data[col * row_bytes..(col + 1) * row_bytes];
-            tile(isa, self.ty, w, &tile_acts[..rows], vals);
+            tile(isa, self.ty, w, &tile_acts[..rows], scales.tile(r0), vals);
         });
     }
 }
 
-/// A kernel over one weight row and a tile of activation rows, writing one value per row.
-type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], &mut [f32]);
+/// A kernel over one weight row and a tile of activation rows (with the tile's [`TileScales`]), writing
+/// one value per row.
+type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], TileScaleRef, &mut [f32]);
+
+/// One tile's scales and scaled sums ([`TileScales::tile`]).
+type TileScaleRef<'a> = (&'a [[f32; 8]], &'a [[f32; 8]]);
 
 /// Runs a kernel specialised for `N` rows over the tile.
 macro_rules! by_rows {
@@ -165,11 +173,27 @@ macro_rules! by_rows {
     }};
 }
 
-fn dot_small_tile(isa: Isa, ty: QuantType, w: &[u8], acts: &[&[Q8Block]], out: &mut [f32]) {
+fn dot_small_tile(
+    isa: Isa,
+    ty: QuantType,
+    w: &[u8],
+    acts: &[&[Q8Block]],
+    scales: TileScaleRef,
+    out: &mut [f32],
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => by_rows!(acts, out, |N, a| unsafe { avx2::dot_small::<N>(ty, w, a) }),
+        Isa::Avx2 => {
+            if acts.len() == 1 {
+                out[0] = unsafe { avx2::dot_small_row(ty, w, acts[0]) };
+            } else {
+                let rows: [&[Q8Block]; ROW_TILE] =
+                    std::array::from_fn(|i| acts[i.min(acts.len() - 1)]);
+                let vals = unsafe { avx2::dot_small_tile(ty, w, rows, acts.len(), scales) };
+                out.copy_from_slice(&vals[..acts.len()]);
+            }
+        }
         _ => {
             for (o, a) in out.iter_mut().zip(acts) {
                 *o = scalar::dot_small(ty, w, a);
@@ -178,7 +202,14 @@ fn dot_small_tile(isa: Isa, ty: QuantType, w: &[u8], acts: &[&[Q8Block]], out: &
     }
 }
 
-fn dot_k_tile(isa: Isa, ty: QuantType, w: &[u8], acts: &[&[Q8KBlock]], out: &mut [f32]) {
+fn dot_k_tile(
+    isa: Isa,
+    ty: QuantType,
+    w: &[u8],
+    acts: &[&[Q8KBlock]],
+    _scales: TileScaleRef,
+    out: &mut [f32],
+) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.

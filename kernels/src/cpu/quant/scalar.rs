@@ -3,20 +3,22 @@
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::{f16_at, q4k_scale_min, q6k_quant, small_block_quant, QuantType, QK_K};
 
-/// Dot of one weight row of 32-element blocks with one quantized activation row.
+/// Dot of one weight row of 32-element blocks with one quantized activation row: per block
+/// `acc = fma(float(exact dot), d_w * d_a, acc)` and, for Q4_1, `mins += m_w * s_a`, as the AVX2 kernels do
+/// (so both families give the same bits).
 pub fn dot_small(ty: QuantType, w: &[u8], acts: &[Q8Block]) -> f32 {
     let bytes = ty.block_bytes();
-    let mut acc = 0f32;
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for (b, a) in w.chunks_exact(bytes).zip(acts) {
         let isum: i32 = (0..32)
             .map(|e| small_block_quant(ty, b, e) * a.qs[e] as i32)
             .sum();
-        acc += f16_at(b, 0) * a.d * isum as f32;
+        acc = (isum as f32).mul_add(f16_at(b, 0) * a.d, acc);
         if ty == QuantType::Q4_1 {
-            acc += f16_at(b, 2) * a.s;
+            acc_min += f16_at(b, 2) * a.s;
         }
     }
-    acc
+    acc + acc_min
 }
 
 /// Dot of one weight row of K-quant super-blocks with one quantized activation row.
