@@ -9,7 +9,9 @@ use candle_core::Device;
 use ember_models::batch::{ForwardBatch, LogitsWanted, SeqChunk};
 use ember_models::loader::{self, registry};
 
-const BLOCK: usize = 16;
+#[path = "common/decode.rs"]
+mod decode;
+use decode::{DecodeWorkload, BLOCK};
 
 fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -88,47 +90,12 @@ fn main() {
 
     // Decode at batch sizes 1, 8, 32: each sequence has a 128-token context, then 32 decode steps.
     for batch in [1usize, 8, 32] {
-        let ctx: usize = 128;
         let steps = 32;
-        let per_seq = (ctx + steps).div_ceil(BLOCK);
-        let mut cache = model.new_kv_cache(per_seq * batch, BLOCK).unwrap();
-        let tables: Vec<Vec<u32>> = (0..batch)
-            .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
-            .collect();
-        let prompts: Vec<Vec<u32>> = (0..batch)
-            .map(|s| {
-                (0..ctx as u32)
-                    .map(|i| (i * 31 + s as u32 * 101) % vocab)
-                    .collect()
-            })
-            .collect();
-        let chunks: Vec<SeqChunk> = (0..batch)
-            .map(|s| SeqChunk {
-                tokens: &prompts[s],
-                num_computed: 0,
-                block_table: &tables[s],
-                logits: LogitsWanted::Last,
-            })
-            .collect();
-        model
-            .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), &mut cache)
-            .unwrap();
+        let (workload, mut cache) = DecodeWorkload::new(model, batch, 128, steps);
+        workload.prefill(model, &mut cache);
         let t = Instant::now();
         for step in 0..steps {
-            let tokens: Vec<[u32; 1]> = (0..batch)
-                .map(|s| [(step as u32 * 7 + s as u32) % vocab])
-                .collect();
-            let chunks: Vec<SeqChunk> = (0..batch)
-                .map(|s| SeqChunk {
-                    tokens: &tokens[s],
-                    num_computed: ctx + step,
-                    block_table: &tables[s],
-                    logits: LogitsWanted::Last,
-                })
-                .collect();
-            model
-                .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), &mut cache)
-                .unwrap();
+            workload.step(model, &mut cache, step);
         }
         let secs = t.elapsed().as_secs_f64();
         println!(

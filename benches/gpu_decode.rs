@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use ember_kernels::KvCacheDtype;
-use ember_models::batch::{ForwardBatch, LogitsWanted, SeqChunk};
 use ember_models::config::ModelConfig;
 use ember_models::loader::{self, LoadOptions};
 use ember_models::model::DecoderModel;
 use ember_models::random_model::{qwen2_5_1_5b_config, RandomWeights};
 
-const BLOCK: usize = 16;
+#[path = "common/decode.rs"]
+mod decode;
+use decode::DecodeWorkload;
 
 /// Device-to-device copy bandwidth in GB/s (bytes read + written), median of 20 copies of 1 GiB.
 fn copy_bandwidth(dev: &Device) -> f64 {
@@ -48,48 +49,13 @@ fn weight_bytes(c: &ModelConfig, elem: usize) -> usize {
 }
 
 fn decode(model: &DecoderModel, batch: usize, dev: &Device) -> (f64, f64) {
-    let (ctx, steps) = (128usize, 32usize);
-    let vocab = model.config().vocab_size as u32;
-    let per_seq = (ctx + steps + 1).div_ceil(BLOCK);
-    let mut cache = model.new_kv_cache(per_seq * batch, BLOCK).expect("cache");
-    let tables: Vec<Vec<u32>> = (0..batch)
-        .map(|s| ((s * per_seq) as u32..((s + 1) * per_seq) as u32).collect())
-        .collect();
-    let prompts: Vec<Vec<u32>> = (0..batch)
-        .map(|s| {
-            (0..ctx as u32)
-                .map(|i| (i * 31 + s as u32 * 101 + 7) % vocab)
-                .collect()
-        })
-        .collect();
-    let chunks: Vec<SeqChunk> = (0..batch)
-        .map(|s| SeqChunk {
-            tokens: &prompts[s],
-            num_computed: 0,
-            block_table: &tables[s],
-            logits: LogitsWanted::Last,
-        })
-        .collect();
-    model
-        .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), &mut cache)
-        .expect("prefill");
+    let steps = 32;
+    let (workload, mut cache) = DecodeWorkload::new(model, batch, 128, steps);
+    workload.prefill(model, &mut cache);
     let step = |i: usize, cache: &mut _| {
-        let tokens: Vec<[u32; 1]> = (0..batch)
-            .map(|s| [(i as u32 * 7 + s as u32 * 13 + 1) % vocab])
-            .collect();
-        let chunks: Vec<SeqChunk> = (0..batch)
-            .map(|s| SeqChunk {
-                tokens: &tokens[s],
-                num_computed: ctx + i,
-                block_table: &tables[s],
-                logits: LogitsWanted::Last,
-            })
-            .collect();
-        let logits = model
-            .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), cache)
-            .expect("decode step");
         // The engine samples on the host: the logits come back every step.
-        logits
+        workload
+            .step(model, cache, i)
             .flatten_all()
             .and_then(|t| t.to_vec1::<f32>())
             .expect("logits");

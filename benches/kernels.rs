@@ -4,48 +4,14 @@
 //! Run: `cargo bench --bench kernels` (`-- quick` for fewer cases, `-- Q4K` for one type).
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use ember_kernels::{matmul_t, quant_matmul_t, Isa, QuantMatrix};
 
-/// Seconds per call: the median of a few timed runs after one warm-up, each run at least ~40 ms.
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    let once = {
-        let t = Instant::now();
-        f();
-        t.elapsed().as_secs_f64()
-    };
-    let reps = ((0.04 / once.max(1e-9)) as usize).clamp(1, 2000);
-    let mut runs: Vec<f64> = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .collect();
-    runs.sort_by(f64::total_cmp);
-    runs[1]
-}
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    // A fixed LCG: no RNG crate needed in the root package.
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+#[path = "common/timing.rs"]
+mod timing;
+use timing::{random, time};
 
 /// Read bandwidth in GB/s of summing a 256 MiB buffer, on `threads` threads.
 fn read_bandwidth(threads: usize) -> f64 {

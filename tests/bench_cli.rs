@@ -270,6 +270,48 @@ fn bad_flags_are_clear_errors() {
 }
 
 #[test]
+fn each_sweep_level_draws_its_own_prompts_so_none_hits_the_cache_the_last_one_filled() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let results = dir.path().join("results");
+    // 48-token prompts fill three 16-token blocks: a level replaying the previous level's prompts would
+    // find two of them cached (a hit rate near 2/3).
+    let out = ember(&[
+        "bench",
+        "--model",
+        &model,
+        "--random-input-len",
+        "48",
+        "--random-output-len",
+        "2",
+        "--num-prompts",
+        "4",
+        "--num-warmups",
+        "0",
+        "--ignore-eos",
+        "--max-concurrency",
+        "1,2,4",
+        "--save-result",
+        "--result-dir",
+        results.to_str().unwrap(),
+        "--max-model-len",
+        "128",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let files = results_in(&results);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for file in &files {
+        let r = read_json(file);
+        assert_eq!(r["completed"], 4, "{r}");
+        let hit_rate = r["server"]["prefix_cache_hit_rate"]
+            .as_f64()
+            .expect("hit rate");
+        // At most the probe request (the first level's first prompt, sent before the run) is cached: 1/6.
+        assert!(hit_rate < 0.2, "{}: hit rate {hit_rate}", file.display());
+    }
+}
+
+#[test]
 fn sweep_plot_renders_as_png_with_text_and_lines() {
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_model(dir.path());

@@ -4,43 +4,15 @@
 //! `cargo bench -p ember-kernels --bench quant_gemm -- [Q4K|Q6K|Q8_0|...] [n k]`.
 
 use std::hint::black_box;
-use std::time::Instant;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use ember_kernels::cpu::quant::activation::{quantize_rows, Q8Block, Q8KBlock};
 use ember_kernels::{Isa, QuantMatrix, QuantType};
 
-/// Median seconds per call of three timed runs of at least ~50 ms each, after a warm-up.
-fn time(mut f: impl FnMut()) -> f64 {
-    f();
-    let t = Instant::now();
-    f();
-    let reps = ((0.05 / t.elapsed().as_secs_f64().max(1e-9)) as usize).clamp(1, 5000);
-    let mut runs: Vec<f64> = (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                f();
-            }
-            t.elapsed().as_secs_f64() / reps as f64
-        })
-        .collect();
-    runs.sort_by(f64::total_cmp);
-    runs[1]
-}
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+#[path = "../../benches/common/timing.rs"]
+mod timing;
+use timing::{random, time};
 
 fn main() {
     let args: Vec<String> = std::env::args()

@@ -196,6 +196,13 @@ fn build_target(plan: &Plan) -> Result<(Target, Tokenizer, &'static str), BenchE
     }
 }
 
+/// The seed of the `index`-th run of a sweep or scenario list: each run draws its own prompts, so no run
+/// finds its prompts already in the server's prefix cache from the run before it (the first run keeps
+/// `--seed`, as a single `vllm bench serve` run would).
+fn run_seed(seed: u64, index: usize) -> u64 {
+    seed.wrapping_add(index as u64)
+}
+
 fn jobs(plan: &Plan, tokenizer: &Tokenizer) -> Result<Vec<Job>, BenchError> {
     let load = |max_concurrency: Option<usize>, rate: f64| LoadConfig {
         request_rate: rate,
@@ -219,7 +226,7 @@ fn jobs(plan: &Plan, tokenizer: &Tokenizer) -> Result<Vec<Job>, BenchError> {
                     "--scale must be a positive number, got {scale}"
                 )));
             }
-            for s in list {
+            for (index, s) in list.iter().enumerate() {
                 let s = s.scaled(*scale);
                 let dataset = DatasetConfig::Random {
                     input_len: s.input_len,
@@ -227,7 +234,8 @@ fn jobs(plan: &Plan, tokenizer: &Tokenizer) -> Result<Vec<Job>, BenchError> {
                     range_ratio: s.range_ratio,
                     prefix_len: s.prefix_len,
                 };
-                let requests = datasets::sample(&dataset, tokenizer, s.num_prompts(), plan.seed)?;
+                let seed = run_seed(plan.seed, index);
+                let requests = datasets::sample(&dataset, tokenizer, s.num_prompts(), seed)?;
                 let rate = s.request_rate.unwrap_or(plan.request_rate);
                 jobs.push(Job {
                     options: options(s.name.clone(), load(Some(s.max_concurrency), rate)),
@@ -241,12 +249,12 @@ fn jobs(plan: &Plan, tokenizer: &Tokenizer) -> Result<Vec<Job>, BenchError> {
             num_prompts,
             concurrencies,
         } => {
-            let requests = datasets::sample(dataset, tokenizer, *num_prompts, plan.seed)?;
-            for c in concurrencies {
+            for (index, c) in concurrencies.iter().enumerate() {
                 let label = c.map_or("concurrency-inf".into(), |c| format!("concurrency-{c}"));
+                let seed = run_seed(plan.seed, index);
                 jobs.push(Job {
                     options: options(label, load(*c, plan.request_rate)),
-                    requests: requests.clone(),
+                    requests: datasets::sample(dataset, tokenizer, *num_prompts, seed)?,
                     thresholds: plan.thresholds,
                 });
             }

@@ -130,6 +130,7 @@ where
     c.configure_mesh()
         .x_desc("max concurrency (log scale)")
         .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_max_light_lines(1)
         .y_desc("output tokens/s")
         .draw()?;
     let tp: Vec<(f64, f64)> = pts.iter().map(|p| (p.x, p.tok_s)).collect();
@@ -182,6 +183,7 @@ where
     c.configure_mesh()
         .x_desc("max concurrency (log scale)")
         .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_max_light_lines(1)
         .y_desc("ms")
         .draw()?;
     let colors = [GREEN, MAGENTA, RED];
