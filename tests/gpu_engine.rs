@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use ember_engine::{
     CacheConfig, EngineOptions, LlmEngine, Request, SamplingParams, SchedulerConfig,
 };
-use ember_kernels::{KvCacheDtype, PagedKvCache};
+use ember_kernels::{DeviceChoice, KvCacheDtype, PagedKvCache};
 use ember_models::batch::{ForwardBatch, LogitsWanted, SeqChunk};
 use ember_models::loader::{self, LoadOptions, LoadedModel};
 
@@ -20,14 +20,11 @@ const TOKENS: usize = 32;
 const MUST_MATCH: usize = 4;
 
 fn gpu() -> Option<Device> {
-    match Device::new_cuda(0) {
+    // One line saying why (no device, the stub driver, ...), candle's backtrace dropped.
+    match DeviceChoice::Cuda(0).open() {
         Ok(d) => Some(d),
         Err(e) => {
-            let why = e.to_string();
-            eprintln!(
-                "skipping: no CUDA device ({})",
-                why.lines().next().unwrap_or_default()
-            );
+            eprintln!("skipping: {e}");
             None
         }
     }

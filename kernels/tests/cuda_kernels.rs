@@ -11,21 +11,17 @@ use ember_kernels::cuda::{
     kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
     KernelChoice, KvDtype,
 };
-use ember_kernels::{AttentionMetadata, KvCacheSpec, SeqSpan};
+use ember_kernels::{AttentionMetadata, DeviceChoice, KvCacheSpec, SeqSpan};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 fn gpu() -> Option<Device> {
-    match Device::new_cuda(0) {
+    // One line saying why (no device, the stub driver, ...), candle's backtrace dropped.
+    match DeviceChoice::Cuda(0).open() {
         Ok(d) => Some(d),
         Err(e) => {
-            // candle appends a backtrace to the message; the first line says why.
-            let why = e.to_string();
-            eprintln!(
-                "skipping: no CUDA device ({})",
-                why.lines().next().unwrap_or_default()
-            );
+            eprintln!("skipping: {e}");
             None
         }
     }
