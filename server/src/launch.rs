@@ -13,7 +13,6 @@ use ember_models::loader::{self, GenerationDefaults, LoadedModel, ModelSource};
 use crate::args::{ArgsError, ServeArgs};
 use crate::state::{AppState, CacheInfo, ServerSettings, SharedState};
 
-/// vLLM's scheduler defaults below 70 GiB of accelerator memory (what a CPU has to offer).
 /// How often engine statistics are logged (vLLM logs every 10 s too).
 const STATS_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -52,11 +52,7 @@ impl Default for LoadOptions {
 impl LoadOptions {
     /// The CPU in f32 with an f32 KV cache (ember's CPU path).
     pub fn cpu() -> Self {
-        Self {
-            device: Device::Cpu,
-            dtype: DType::F32,
-            kv_cache_dtype: KvCacheDtype::Auto,
-        }
+        Self::for_device(&Device::Cpu)
     }
 
     /// `device`'s defaults: f32 on the CPU, bf16 on CUDA.
