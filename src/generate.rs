@@ -51,11 +51,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         "--top-p must be in (0, 1]"
     );
     let d = &args.device;
-    anyhow::ensure!(
-        d.gpu_memory_utilization > 0.0 && d.gpu_memory_utilization <= 1.0,
-        "--gpu-memory-utilization must be in (0, 1], got {}",
-        d.gpu_memory_utilization
-    );
+    ember_engine::check_gpu_memory_utilization(d.gpu_memory_utilization)?;
     let load_options = LoadOptions::resolve(&d.device, &d.dtype, &d.kv_cache_dtype)?;
     let loaded = loader::load_with(&args.model, &load_options)
         .with_context(|| format!("loading model `{}`", args.model))?;

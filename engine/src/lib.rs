@@ -23,7 +23,7 @@ pub use engine::{LlmEngine, RequestOutput, RequestTimings};
 pub use error::{Error, Result, SchedulerError, ValidationError};
 pub use handle::{EngineConfig, EngineHandle, RequestStream};
 pub use metrics::{Histogram, MetricsSnapshot};
-pub use options::EngineOptions;
+pub use options::{check_gpu_memory_utilization, EngineOptions};
 pub use prefix_hash::BlockHash;
 pub use request::{FinishReason, Request, RequestId, RequestStatus, SamplingParams, StopCause};
 pub use sampler::{SampleOutput, SampleRow, TokenLogprobs};

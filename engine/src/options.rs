@@ -2,6 +2,7 @@
 //! resolved against a loaded model into an [`EngineConfig`]. One place for the rules that `ember serve`,
 //! `ember bench` and `ember eval` share, so the three always build the same engine from the same flags.
 
+pub use ember_kernels::check_gpu_memory_utilization;
 use ember_models::loader::{LoadOptions, LoadedModel};
 
 use crate::config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
@@ -77,13 +78,8 @@ impl EngineOptions {
     }
 
     fn check_utilization(&self) -> Result<()> {
-        let u = self.gpu_memory_utilization;
-        if !(u > 0.0 && u <= 1.0) {
-            return Err(Error::Config(format!(
-                "--gpu-memory-utilization must be in (0, 1], got {u}"
-            )));
-        }
-        Ok(())
+        check_gpu_memory_utilization(self.gpu_memory_utilization)
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
     /// The engine configuration for `model`; an [`Error::Config`] names the flag to change. On an

@@ -17,7 +17,7 @@ pub use cpu::isa::Isa;
 pub use cpu::quant::{QuantMatrix, QuantType};
 pub use device::DeviceChoice;
 pub use kv_cache::{KvCacheDtype, KvCacheSpec, LayerKvCache, PagedKvCache};
-pub use memory::kv_blocks_for_memory;
+pub use memory::{check_gpu_memory_utilization, kv_blocks_for_memory};
 pub use metadata::{AttentionMetadata, SeqSpan, StepMetadata};
 pub use quant_matmul::{quant_embedding, quant_matmul_t, quant_type_of};
 pub use rope::{RopeStyle, RopeTable};

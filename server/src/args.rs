@@ -265,11 +265,10 @@ impl ServeArgs {
                 ));
             }
         }
-        let u = self.engine.device.gpu_memory_utilization;
-        if !(u > 0.0 && u <= 1.0) {
-            return refuse(format!(
-                "--gpu-memory-utilization must be in (0, 1], got {u}"
-            ));
+        if let Err(e) =
+            ember_engine::check_gpu_memory_utilization(self.engine.device.gpu_memory_utilization)
+        {
+            return refuse(e.to_string());
         }
         if !(self.shutdown_timeout >= 0.0 && self.shutdown_timeout.is_finite()) {
             return refuse("--shutdown-timeout must be a non-negative number of seconds".into());
