@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use ember_kernels::cuda::{paged_attention, CudaLayerKvCache, GpuAttentionMetadata, KvDtype};
-use ember_kernels::{AttentionMetadata, KvCacheSpec, SeqSpan};
+use ember_kernels::cuda::{paged_attention, CudaLayerKvCache, GpuAttentionMetadata};
+use ember_kernels::{AttentionMetadata, KvCacheDtype, KvCacheSpec, SeqSpan};
 
 const HEADS: usize = 32;
 const KV_HEADS: usize = 8;
@@ -46,7 +46,7 @@ fn setup(
     seqs: usize,
     ctx: usize,
     q_len: usize,
-    kv: KvDtype,
+    kv: KvCacheDtype,
 ) -> (CudaLayerKvCache, GpuAttentionMetadata, Tensor) {
     let Device::Cuda(cuda) = dev else {
         unreachable!()
@@ -144,7 +144,7 @@ fn main() {
         &[512, 1024, 2048, 4096, 8192]
     };
     for &s in sizes {
-        let (cache, meta, q) = setup(&dev, 1, s, s, KvDtype::Model);
+        let (cache, meta, q) = setup(&dev, 1, s, s, KvCacheDtype::Auto);
         let secs = time(&dev, || {
             let _ = paged_attention(&q, &cache, &meta, scale).unwrap();
         });
@@ -167,12 +167,12 @@ fn main() {
         &[(1, 8192), (16, 4096), (64, 2048), (64, 8192), (256, 1024)]
     };
     for &(batch, ctx) in decode {
-        for kv in [KvDtype::Model, KvDtype::Fp8E4M3] {
+        for kv in [KvCacheDtype::Auto, KvCacheDtype::Fp8E4M3] {
             let (cache, meta, q) = setup(&dev, batch, ctx, 1, kv);
             let secs = time(&dev, || {
                 let _ = paged_attention(&q, &cache, &meta, scale).unwrap();
             });
-            let elem = if kv == KvDtype::Model { 2 } else { 1 };
+            let elem = if kv == KvCacheDtype::Auto { 2 } else { 1 };
             let bytes = (2 * batch * ctx * KV_HEADS * HEAD_DIM * elem) as f64;
             let gbs = bytes / secs / 1e9;
             println!(

@@ -54,22 +54,6 @@ impl KvCacheSpec {
         self.num_blocks * self.block_size * self.num_kv_heads * self.head_dim
     }
 
-    /// Bytes one block takes across K and V of `num_layers` layers, in f32.
-    pub fn block_bytes(
-        block_size: usize,
-        num_kv_heads: usize,
-        head_dim: usize,
-        num_layers: usize,
-    ) -> usize {
-        Self::block_bytes_of(
-            block_size,
-            num_kv_heads,
-            head_dim,
-            num_layers,
-            std::mem::size_of::<f32>(),
-        )
-    }
-
     /// Bytes one block takes across K and V of `num_layers` layers, at `elem_bytes` per element.
     pub fn block_bytes_of(
         block_size: usize,
@@ -135,23 +119,17 @@ impl LayerKvCache {
                 })
             }
             #[cfg(feature = "cuda")]
-            Device::Cuda(_) => {
-                let kv = match kv_dtype {
-                    KvCacheDtype::Auto => crate::cuda::KvDtype::Model,
-                    KvCacheDtype::Fp8E4M3 => crate::cuda::KvDtype::Fp8E4M3,
-                };
-                Ok(Self {
+            Device::Cuda(_) => Ok(Self {
+                spec,
+                storage: Storage::Cuda(crate::cuda::CudaLayerKvCache::new(
                     spec,
-                    storage: Storage::Cuda(crate::cuda::CudaLayerKvCache::new(
-                        spec,
-                        model_dtype,
-                        kv,
-                        1.0,
-                        1.0,
-                        device,
-                    )?),
-                })
-            }
+                    model_dtype,
+                    kv_dtype,
+                    1.0,
+                    1.0,
+                    device,
+                )?),
+            }),
             other => Err(Error::Unsupported(format!("KV cache on {other:?}"))),
         }
     }

@@ -9,9 +9,9 @@ use candle_core::{DType, Device, Tensor};
 use common::reference_attention;
 use ember_kernels::cuda::{
     kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
-    KernelChoice, KvDtype,
+    KernelChoice,
 };
-use ember_kernels::{AttentionMetadata, DeviceChoice, KvCacheSpec, SeqSpan};
+use ember_kernels::{AttentionMetadata, DeviceChoice, KvCacheDtype, KvCacheSpec, SeqSpan};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -35,7 +35,7 @@ struct Case {
     kv_heads: usize,
     head_dim: usize,
     dtype: DType,
-    kv: KvDtype,
+    kv: KvCacheDtype,
     seed: u64,
 }
 
@@ -47,10 +47,10 @@ fn round_to(dtype: DType, x: f32) -> f32 {
 }
 
 /// Decodes one cache element as the kernels read it.
-fn decode(dtype: DType, kv: KvDtype, bytes: &[u8], scale: f32) -> f64 {
+fn decode(dtype: DType, kv: KvCacheDtype, bytes: &[u8], scale: f32) -> f64 {
     match kv {
-        KvDtype::Fp8E4M3 => e4m3_to_f64(bytes[0]) * scale as f64,
-        KvDtype::Model => {
+        KvCacheDtype::Fp8E4M3 => e4m3_to_f64(bytes[0]) * scale as f64,
+        KvCacheDtype::Auto => {
             let bits = u16::from_le_bytes([bytes[0], bytes[1]]);
             match dtype {
                 DType::BF16 => half::bf16::from_bits(bits).to_f64(),
@@ -195,8 +195,8 @@ fn check(dev: &Device, case: Case, seqs: &[(usize, usize)], choice: KernelChoice
     // The cache holds every written position (rounded to its type) and nothing else changed.
     let (kb, vb) = cache.to_host_bytes().unwrap();
     let esize = match kv {
-        KvDtype::Model => 2,
-        KvDtype::Fp8E4M3 => 1,
+        KvCacheDtype::Auto => 2,
+        KvCacheDtype::Fp8E4M3 => 1,
     };
     let mut written = vec![false; spec.layer_elems()];
     let mut cached_k = Vec::new();
@@ -223,8 +223,8 @@ fn check(dev: &Device, case: Case, seqs: &[(usize, usize)], choice: KernelChoice
                         round_to(dtype, xv as f32) as f64,
                     );
                     let (ek, ev) = match kv {
-                        KvDtype::Model => ((gk - xk).abs(), (gv - xv).abs()),
-                        KvDtype::Fp8E4M3 => (
+                        KvCacheDtype::Auto => ((gk - xk).abs(), (gv - xv).abs()),
+                        KvCacheDtype::Fp8E4M3 => (
                             (gk - xk).abs()
                                 - 1.001 * (xk.abs() / 16.0 + k_scale as f64 * 2f64.powi(-10)),
                             (gv - xv).abs()
@@ -343,7 +343,7 @@ fn case(
         kv_heads,
         head_dim,
         dtype,
-        kv: KvDtype::Model,
+        kv: KvCacheDtype::Auto,
         seed,
     }
 }
@@ -425,7 +425,7 @@ fn fp8_cache_bf16_and_f16() {
     .enumerate()
     {
         let c = Case {
-            kv: KvDtype::Fp8E4M3,
+            kv: KvCacheDtype::Fp8E4M3,
             ..case(16, h, kvh, d, dtype, 20 + i as u64)
         };
         check(&dev, c, MIXED, KernelChoice::Auto);
@@ -460,7 +460,8 @@ fn bad_input_is_an_error_not_a_panic() {
         head_dim: 96,
     };
     // Head dim 96 is not built: a clear error when attending.
-    let cache = CudaLayerKvCache::new(spec, DType::BF16, KvDtype::Model, 1.0, 1.0, &dev).unwrap();
+    let cache =
+        CudaLayerKvCache::new(spec, DType::BF16, KvCacheDtype::Auto, 1.0, 1.0, &dev).unwrap();
     let meta = AttentionMetadata {
         slot_mapping: vec![0],
         seqs: vec![SeqSpan {
@@ -478,7 +479,7 @@ fn bad_input_is_an_error_not_a_panic() {
     let out = q.zeros_like().unwrap();
     assert!(paged_attention_into(&q, &cache, &gmeta, 1.0, &out, KernelChoice::Auto).is_err());
     // f32 is not a CUDA attention type; a slot outside the cache is rejected at upload.
-    assert!(CudaLayerKvCache::new(spec, DType::F32, KvDtype::Model, 1.0, 1.0, &dev).is_err());
+    assert!(CudaLayerKvCache::new(spec, DType::F32, KvCacheDtype::Auto, 1.0, 1.0, &dev).is_err());
     let bad = AttentionMetadata {
         slot_mapping: vec![64],
         ..meta

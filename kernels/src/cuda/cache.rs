@@ -1,23 +1,14 @@
 use super::{cuda_err, dtype_name, launch_err, ptx, GpuAttentionMetadata, MODULE_CACHE};
-use crate::{Error, KvCacheSpec, Result};
+use crate::{Error, KvCacheDtype, KvCacheSpec, Result};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{DType, Device, Storage, Tensor};
-
-/// Element type of the KV cache on the GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvDtype {
-    /// The model's own type (bf16 or f16): exact.
-    Model,
-    /// fp8 e4m3 with one scale per tensor (per layer, for K and for V): half the bytes of bf16.
-    Fp8E4M3,
-}
 
 /// One layer's paged K and V cache in device memory, raw bytes in [`KvCacheSpec`]'s layout.
 pub struct CudaLayerKvCache {
     spec: KvCacheSpec,
     model_dtype: DType,
-    kv_dtype: KvDtype,
+    kv_dtype: KvCacheDtype,
     k: CudaSlice<u8>,
     v: CudaSlice<u8>,
     k_scale: f32,
@@ -32,7 +23,7 @@ impl CudaLayerKvCache {
     pub fn new(
         spec: KvCacheSpec,
         model_dtype: DType,
-        kv_dtype: KvDtype,
+        kv_dtype: KvCacheDtype,
         k_scale: f32,
         v_scale: f32,
         device: &Device,
@@ -52,7 +43,7 @@ impl CudaLayerKvCache {
                 spec.head_dim
             )));
         }
-        let bytes = spec.layer_elems() * Self::elem_bytes(model_dtype, kv_dtype);
+        let bytes = spec.layer_elems() * kv_dtype.elem_bytes(model_dtype);
         // SAFETY: the cache is only read where the slot mapping wrote it (the kernels mask other slots).
         let k = unsafe { dev.alloc::<u8>(bytes.max(1)) }.map_err(cuda_err)?;
         let v = unsafe { dev.alloc::<u8>(bytes.max(1)) }.map_err(cuda_err)?;
@@ -68,34 +59,19 @@ impl CudaLayerKvCache {
         })
     }
 
-    fn elem_bytes(model_dtype: DType, kv_dtype: KvDtype) -> usize {
-        match kv_dtype {
-            KvDtype::Model => model_dtype.size_in_bytes(),
-            KvDtype::Fp8E4M3 => 1,
-        }
-    }
-
-    /// Bytes one block of one layer takes (K and V), for sizing the pool from free device memory.
-    pub fn block_bytes(spec: &KvCacheSpec, model_dtype: DType, kv_dtype: KvDtype) -> usize {
-        2 * spec.block_size
-            * spec.num_kv_heads
-            * spec.head_dim
-            * Self::elem_bytes(model_dtype, kv_dtype)
-    }
-
     pub fn spec(&self) -> &KvCacheSpec {
         &self.spec
     }
     pub fn model_dtype(&self) -> DType {
         self.model_dtype
     }
-    pub fn kv_dtype(&self) -> KvDtype {
+    pub fn kv_dtype(&self) -> KvCacheDtype {
         self.kv_dtype
     }
     pub fn scales(&self) -> (f32, f32) {
         match self.kv_dtype {
-            KvDtype::Model => (1.0, 1.0),
-            KvDtype::Fp8E4M3 => (self.k_scale, self.v_scale),
+            KvCacheDtype::Auto => (1.0, 1.0),
+            KvCacheDtype::Fp8E4M3 => (self.k_scale, self.v_scale),
         }
     }
     pub(crate) fn slices(&self) -> (&CudaSlice<u8>, &CudaSlice<u8>) {
@@ -107,8 +83,8 @@ impl CudaLayerKvCache {
     /// Kernel-name fragment of the stored element type.
     pub(crate) fn cache_name(&self) -> Result<&'static str> {
         match self.kv_dtype {
-            KvDtype::Model => dtype_name(self.model_dtype),
-            KvDtype::Fp8E4M3 => Ok("fp8"),
+            KvCacheDtype::Auto => dtype_name(self.model_dtype),
+            KvCacheDtype::Fp8E4M3 => Ok("fp8"),
         }
     }
 

@@ -17,7 +17,7 @@ mod metadata;
 pub mod ptx;
 
 pub use attention::{paged_attention, paged_attention_into, KernelChoice};
-pub use cache::{CudaLayerKvCache, KvDtype};
+pub use cache::CudaLayerKvCache;
 pub use memory::{device_memory, kv_blocks_for_memory};
 pub use metadata::GpuAttentionMetadata;
 
