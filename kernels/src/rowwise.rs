@@ -1,5 +1,5 @@
 //! The tensor-facing side of the fused small ops: contiguous f32 CPU tensors go through
-//! `cpu::rowwise`; any other device or dtype through the same math as candle tensor ops (in f32).
+//! `cpu::rowwise`; any other device or dtype through candle-nn's ops (its CUDA kernels on the GPU).
 
 use candle_core::{DType, Device, Tensor, D};
 
@@ -33,12 +33,11 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
         })?;
         return Ok(Tensor::from_vec(out, x.shape(), &Device::Cpu)?);
     }
-    let xf = x.to_dtype(DType::F32)?;
-    let m = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps as f64)?.sqrt()?;
-    let y = xf
-        .broadcast_div(&m)?
-        .broadcast_mul(&weight.to_dtype(DType::F32)?)?;
-    Ok(y.to_dtype(x.dtype())?)
+    Ok(candle_nn::ops::rms_norm(
+        &x.contiguous()?,
+        &weight.to_dtype(x.dtype())?,
+        eps,
+    )?)
 }
 
 /// `silu(gate) * up` elementwise (same shapes).
@@ -61,5 +60,5 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         })?;
         return Ok(Tensor::from_vec(out, gate.shape(), &Device::Cpu)?);
     }
-    Ok((gate.silu()? * up)?)
+    Ok((candle_nn::ops::silu(gate)? * up)?)
 }

@@ -90,15 +90,7 @@ impl RmsNorm {
 
     /// Normalises over the last dimension, row by row.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
-            // One pass per row, no temporaries; the sum of squares in f64.
-            return Ok(ember_kernels::rms_norm(x, &self.weight, self.eps)?);
-        }
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
+        Ok(ember_kernels::rms_norm(x, &self.weight, self.eps)?)
     }
 }
 
@@ -121,12 +113,7 @@ impl Mlp {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
-        let h = if x.device().is_cpu() {
-            ember_kernels::silu_mul(&gate, &up)?
-        } else {
-            (candle_nn::ops::silu(&gate)? * up)?
-        };
-        self.down.forward(&h)
+        self.down.forward(&ember_kernels::silu_mul(&gate, &up)?)
     }
 }
 

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::activation::{Q8Block, Q8KBlock};
-use super::formats::{q4k_scale_min, QuantType};
+use super::formats::QuantType;
 
 /// Horizontal sum of eight f32 lanes in a fixed order.
 #[inline]
@@ -217,147 +217,234 @@ unsafe fn small_row<const T: u8>(w: &[u8], act: &[Q8Block]) -> f32 {
     acc + acc_min
 }
 
-/// Q4_K: per 32 weights one unpack, then for every row `maddubs` + `madd` by the sub-block scale into one
-/// i32 accumulator per row (exact, so the order of the sub-blocks does not matter); one f32 FMA per row and
-/// super-block for the scales and one for the mins.
+/// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of the Q4_K super-block at `b`, unpacked
+/// in a vector register a 32-bit word at a time (the 12 packed bytes are words w0, w1, w2):
+/// `[w0 & 0x3f.., (w2 & 0x0f..) | hi2(w0), w1 & 0x3f.., (w2 >> 4 & 0x0f..) | hi2(w1)]`.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
+unsafe fn q4k_scales_mins(b: *const u8) -> __m128i {
+    // Bytes 4..20: the 12 scale bytes and 4 quant bytes (ignored).
+    let x = _mm_loadu_si128(b.add(4) as *const __m128i);
+    let low = _mm_srlv_epi32(
+        _mm_shuffle_epi32(x, 0b10_01_10_00),
+        _mm_setr_epi32(0, 0, 0, 4),
+    );
+    let low = _mm_and_si128(
+        low,
+        _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f),
+    );
+    let high = _mm_srli_epi32(_mm_shuffle_epi32(x, 0b01_01_00_00), 6);
+    let high = _mm_and_si128(high, _mm_setr_epi32(0, 0x0303_0303, 0, 0x0303_0303));
+    _mm_or_si128(low, _mm_slli_epi32(high, 4))
+}
+
+/// `v` (eight i16 in each 128-bit lane) with i16 `j` of each lane in all its lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn broadcast_i16<const J: i8>(v: __m256i) -> __m256i {
+    _mm256_shuffle_epi8(
+        v,
+        _mm256_set1_epi16(((2 * J + 1) as i16) << 8 | (2 * J) as i16),
+    )
+}
+
+// K-quant rows: per super-block the exact integer dot of every row (and, for Q4_K, the exact min sum) is
+// reduced to one i32 per row, then scaled in f32 with `acc = fma(float(isum), d_w * d_row, acc)` (and
+// `acc_min = fma(float(msum), dmin_w * d_row, acc_min)`), in super-block order. The tile kernels do it for
+// all rows in the lanes of one vector (`sum_each` puts row `r`'s sum in lane `r`), the one-row kernels
+// in scalar code, with the same IEEE operations: a row's result does not depend on its tile.
+
+/// Lane `r` = row `r`'s integer sum for `R` rows, the other lanes 0.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_sums<const R: usize>(v: &[__m256i; R]) -> __m256i {
+    let mut all = [_mm256_setzero_si256(); 8];
+    all[..R].copy_from_slice(v);
+    sum_each(&all)
+}
+
+/// Q4_K: per 64 weights one unpack of the nibbles, then for each row `maddubs` + `madd` by the sub-block
+/// scale into one i32 accumulator per row; the mins meet the activations' 16-sums with one `madd` per row.
+/// Returns each row's (exact dot, exact min sum) per super-block through `finish`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_block<const R: usize>(
+    b: *const u8,
+    a: [&Q8KBlock; R],
+) -> ([__m256i; R], [__m256i; R]) {
+    let sm = q4k_scales_mins(b);
+    // Scales as i16 in both 128-bit lanes; mins doubled ([m0, m0, m1, m1, …]) to meet pairs of 16-sums.
+    let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut sumi = [_mm256_setzero_si256(); R];
+    macro_rules! pair {
+        ($c:literal, $lo:literal, $hi:literal) => {{
+            let q = _mm256_loadu_si256(b.add(16 + 32 * $c) as *const __m256i);
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let (s_lo, s_hi) = (broadcast_i16::<$lo>(scales), broadcast_i16::<$hi>(scales));
+            for r in 0..R {
+                let qs = a[r].qs.as_ptr();
+                let p = _mm256_maddubs_epi16(lo, load(qs.add(64 * $c)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_lo));
+                let p = _mm256_maddubs_epi16(hi, load(qs.add(64 * $c + 32)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_hi));
+            }
+        }};
+    }
+    pair!(0, 0, 1);
+    pair!(1, 2, 3);
+    pair!(2, 4, 5);
+    pair!(3, 6, 7);
+    let msum = std::array::from_fn(|r| {
+        _mm256_madd_epi16(
+            mins,
+            _mm256_loadu_si256(a[r].bsums.as_ptr() as *const __m256i),
+        )
+    });
+    (sumi, msum)
+}
+
+/// Q4_K, one weight row against `R` (2..=8) activation rows with the tile's per-block row scales `ad`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32; 8]]) -> [f32; R] {
     let nb = w.len() / 144;
     for a in &acts {
         assert!(a.len() >= nb, "activation row shorter than the weight row");
     }
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut acc_min = [_mm256_setzero_ps(); R];
+    assert!(ad.len() >= nb, "tile scales shorter than the weight row");
+    let (mut acc, mut acc_min) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * 144);
-        let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-        let scale_bytes = std::slice::from_raw_parts(b.add(4), 12);
-        let mut scales = [0i16; 8];
-        let mut mins = [0i16; 16];
-        for j in 0..8 {
-            let (sc, m) = q4k_scale_min(j, scale_bytes);
-            scales[j] = sc as i16;
-            mins[2 * j] = m as i16;
-            mins[2 * j + 1] = m as i16;
-        }
-        let a_qs: [*const i8; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk).qs.as_ptr());
-        let mut sumi = [_mm256_setzero_si256(); R];
-        for c in 0..4 {
-            let q = _mm256_loadu_si256(b.add(16 + 32 * c) as *const __m256i);
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let s_lo = _mm256_set1_epi16(scales[2 * c]);
-            let s_hi = _mm256_set1_epi16(scales[2 * c + 1]);
-            for r in 0..R {
-                let p = _mm256_maddubs_epi16(lo, load(a_qs[r].add(64 * c)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_lo));
-                let p = _mm256_maddubs_epi16(hi, load(a_qs[r].add(64 * c + 32)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_hi));
-            }
-        }
-        // Each min meets the two 16-sums of its 32 activations: lane j of madd(mins, bsums).
-        let minv = _mm256_loadu_si256(mins.as_ptr() as *const __m256i);
-        for r in 0..R {
-            let a = acts[r].get_unchecked(blk);
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(sumi[r]), acc[r]);
-            let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-            let msum = _mm256_madd_epi16(minv, bsums);
-            acc_min[r] = _mm256_fmadd_ps(
-                _mm256_set1_ps(dmin * a.d),
-                _mm256_cvtepi32_ps(msum),
-                acc_min[r],
-            );
-        }
+        let (sumi, msum) = q4k_block::<R>(b, std::array::from_fn(|r| acts[r].get_unchecked(blk)));
+        let adv = _mm256_loadu_ps(ad.get_unchecked(blk).as_ptr());
+        let dv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b)), adv);
+        let mv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(2))), adv);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&sumi)), dv, acc);
+        acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&msum)), mv, acc_min);
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]) - hsum(acc_min[r]);
-    }
-    out
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc, acc_min));
+    std::array::from_fn(|r| lanes[r])
 }
 
-/// Bits `S..S+2` of each `qh` byte moved to bits 4..6: the high part of a Q6_K quant.
-#[inline]
+/// Q4_K, one weight row against one activation row.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_high<const S: i32>(qh: __m256i) -> __m256i {
-    let two = _mm256_and_si256(_mm256_srli_epi16(qh, S), _mm256_set1_epi8(3));
-    _mm256_slli_epi16(two, 4)
+unsafe fn q4k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
+    let nb = w.len() / 144;
+    assert!(
+        act.len() >= nb,
+        "activation row shorter than the weight row"
+    );
+    let (mut acc, mut acc_min) = (0f32, 0f32);
+    for blk in 0..nb {
+        let b = w.as_ptr().add(blk * 144);
+        let a = act.get_unchecked(blk);
+        let ([sumi], [msum]) = q4k_block::<1>(b, [a]);
+        acc = (hsum_i32(sumi) as f32).mul_add(f16_at(b) * a.d, acc);
+        acc_min = (hsum_i32(msum) as f32).mul_add(f16_at(b.add(2)) * a.d, acc_min);
+    }
+    acc - acc_min
 }
 
-/// The unsigned 6-bit quants (`q + 32`) of elements `32 j..32 j + 32` of a Q6_K block.
+/// The unsigned 6-bit quants (`q + 32`) of elements `32 j..32 j + 32` of a Q6_K block: low nibbles from
+/// `ql`, two high bits from `qh` moved to bits 4..6 with one shift and a mask.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_weights<const J: usize>(b: *const u8) -> __m256i {
     let (h, quarter) = (J / 4, J % 4);
     let ql = _mm256_loadu_si256(b.add(64 * h + 32 * (quarter % 2)) as *const __m256i);
     let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
-    let m4 = _mm256_set1_epi8(0xF);
     let low = if quarter < 2 {
-        _mm256_and_si256(ql, m4)
+        _mm256_and_si256(ql, _mm256_set1_epi8(0xF))
     } else {
-        _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4)
+        _mm256_and_si256(_mm256_srli_epi16(ql, 4), _mm256_set1_epi8(0xF))
     };
+    // Bits 2q..2q+2 of each qh byte to bits 4..6 (16-bit shifts: bits crossing into the neighbour byte
+    // land outside the mask).
     let high = match quarter {
-        0 => q6k_high::<0>(qh),
-        1 => q6k_high::<2>(qh),
-        2 => q6k_high::<4>(qh),
-        _ => q6k_high::<6>(qh),
+        0 => _mm256_slli_epi16(qh, 4),
+        1 => _mm256_slli_epi16(qh, 2),
+        2 => qh,
+        _ => _mm256_srli_epi16(qh, 2),
     };
-    _mm256_or_si256(low, high)
+    _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
 }
 
-/// Q6_K: like Q4_K, with a scale per 16 weights (one per 128-bit lane of the `madd`) and the +32 offset of
-/// the stored quants taken off exactly through the activations' 16-sums.
+/// Q6_K: like Q4_K with a scale per 16 weights (one per 128-bit lane of the `madd`); the +32 offset of the
+/// stored quants is taken off exactly through the activations' 16-sums. Returns each row's exact dot.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
+unsafe fn q6k_block<const R: usize>(b: *const u8, a: [&Q8KBlock; R]) -> [__m256i; R] {
+    let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
+    // Even scales (first halves of the sub-blocks) in the low lane, odd ones in the high lane.
+    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    let halves = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, split));
+    let sc16 = _mm256_cvtepi8_epi16(sc);
+    let mut sumi = [_mm256_setzero_si256(); R];
+    macro_rules! sub_block {
+        ($j:literal) => {{
+            let wv = q6k_weights::<$j>(b);
+            let scv = broadcast_i16::<$j>(halves);
+            for r in 0..R {
+                let p = _mm256_maddubs_epi16(wv, load(a[r].qs.as_ptr().add(32 * $j)));
+                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scv));
+            }
+        }};
+    }
+    sub_block!(0);
+    sub_block!(1);
+    sub_block!(2);
+    sub_block!(3);
+    sub_block!(4);
+    sub_block!(5);
+    sub_block!(6);
+    sub_block!(7);
+    std::array::from_fn(|r| {
+        let bsums = _mm256_loadu_si256(a[r].bsums.as_ptr() as *const __m256i);
+        let offset = _mm256_madd_epi16(sc16, bsums);
+        _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(offset, 5))
+    })
+}
+
+/// Q6_K, one weight row against `R` (2..=8) activation rows with the tile's per-block row scales `ad`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32; 8]]) -> [f32; R] {
     let nb = w.len() / 210;
     for a in &acts {
         assert!(a.len() >= nb, "activation row shorter than the weight row");
     }
-    let mut acc = [_mm256_setzero_ps(); R];
+    assert!(ad.len() >= nb, "tile scales shorter than the weight row");
+    let mut acc = _mm256_setzero_ps();
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * 210);
-        let d = f16_at(b.add(208));
-        let sc: [i8; 16] = *(b.add(192) as *const [i8; 16]);
-        let a_qs: [*const i8; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk).qs.as_ptr());
-        let mut sumi = [_mm256_setzero_si256(); R];
-        macro_rules! sub_block {
-            ($j:literal) => {{
-                let wv = q6k_weights::<$j>(b);
-                let scv = _mm256_set_m128i(
-                    _mm_set1_epi16(sc[2 * $j + 1] as i16),
-                    _mm_set1_epi16(sc[2 * $j] as i16),
-                );
-                for r in 0..R {
-                    let p = _mm256_maddubs_epi16(wv, load(a_qs[r].add(32 * $j)));
-                    sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scv));
-                }
-            }};
-        }
-        sub_block!(0);
-        sub_block!(1);
-        sub_block!(2);
-        sub_block!(3);
-        sub_block!(4);
-        sub_block!(5);
-        sub_block!(6);
-        sub_block!(7);
-        let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(sc.as_ptr() as *const __m128i));
-        for r in 0..R {
-            let a = acts[r].get_unchecked(blk);
-            // The stored quants are q + 32: subtract 32 * Σ scale * (16-sum of activations), exactly.
-            let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-            let offset = _mm256_madd_epi16(sc16, bsums);
-            let s = _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(offset, 5));
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * a.d), _mm256_cvtepi32_ps(s), acc[r]);
-        }
+        let sumi = q6k_block::<R>(b, std::array::from_fn(|r| acts[r].get_unchecked(blk)));
+        let adv = _mm256_loadu_ps(ad.get_unchecked(blk).as_ptr());
+        let dv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(208))), adv);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&sumi)), dv, acc);
     }
-    let mut out = [0f32; R];
-    for r in 0..R {
-        out[r] = hsum(acc[r]);
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+    std::array::from_fn(|r| lanes[r])
+}
+
+/// Q6_K, one weight row against one activation row.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
+    let nb = w.len() / 210;
+    assert!(
+        act.len() >= nb,
+        "activation row shorter than the weight row"
+    );
+    let mut acc = 0f32;
+    for blk in 0..nb {
+        let b = w.as_ptr().add(blk * 210);
+        let a = act.get_unchecked(blk);
+        let [sumi] = q6k_block::<1>(b, [a]);
+        acc = (hsum_i32(sumi) as f32).mul_add(f16_at(b.add(208)) * a.d, acc);
     }
-    out
+    acc
 }
 
 /// One weight row of a 32-element block type against a tile of eight activation rows, of which the
@@ -398,15 +485,23 @@ pub unsafe fn dot_small_row(ty: QuantType, w: &[u8], act: &[Q8Block]) -> f32 {
     }
 }
 
-/// One weight row of a K-quant type against `R` activation rows.
+/// One weight row of a K-quant type against `R` activation rows (tile scales `ad` as in
+/// [`dot_small_tile`], used when `R > 1`). Row `r` of the result is bit-identical to `R = 1` on row `r`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_k<const R: usize>(ty: QuantType, w: &[u8], acts: [&[Q8KBlock]; R]) -> [f32; R] {
-    match ty {
-        QuantType::Q4K => q4k::<R>(w, acts),
-        QuantType::Q6K => q6k::<R>(w, acts),
+pub unsafe fn dot_k<const R: usize>(
+    ty: QuantType,
+    w: &[u8],
+    acts: [&[Q8KBlock]; R],
+    ad: &[[f32; 8]],
+) -> [f32; R] {
+    match (ty, R) {
+        (QuantType::Q4K, 1) => std::array::from_fn(|_| q4k_row(w, acts[0])),
+        (QuantType::Q6K, 1) => std::array::from_fn(|_| q6k_row(w, acts[0])),
+        (QuantType::Q4K, _) => q4k_tile::<R>(w, acts, ad),
+        (QuantType::Q6K, _) => q6k_tile::<R>(w, acts, ad),
         _ => unreachable!("32-element types use dot_small"),
     }
 }

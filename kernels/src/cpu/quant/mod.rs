@@ -207,13 +207,15 @@ fn dot_k_tile(
     ty: QuantType,
     w: &[u8],
     acts: &[&[Q8KBlock]],
-    _scales: TileScaleRef,
+    (scales, _): TileScaleRef,
     out: &mut [f32],
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => by_rows!(acts, out, |N, a| unsafe { avx2::dot_k::<N>(ty, w, a) }),
+        Isa::Avx2 => by_rows!(acts, out, |N, a| unsafe {
+            avx2::dot_k::<N>(ty, w, a, scales)
+        }),
         _ => {
             for (o, a) in out.iter_mut().zip(acts) {
                 *o = scalar::dot_k(ty, w, a);

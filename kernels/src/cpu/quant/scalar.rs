@@ -21,10 +21,12 @@ pub fn dot_small(ty: QuantType, w: &[u8], acts: &[Q8Block]) -> f32 {
     acc + acc_min
 }
 
-/// Dot of one weight row of K-quant super-blocks with one quantized activation row.
+/// Dot of one weight row of K-quant super-blocks with one quantized activation row: per super-block
+/// `acc = fma(float(exact dot), d_w * d_a, acc)` and, for Q4_K, `acc_min = fma(float(exact min sum),
+/// dmin_w * d_a, acc_min)`, as the AVX2 kernels do (so both families give the same bits).
 pub fn dot_k(ty: QuantType, w: &[u8], acts: &[Q8KBlock]) -> f32 {
     let bytes = ty.block_bytes();
-    let mut acc = 0f32;
+    let (mut acc, mut acc_min) = (0f32, 0f32);
     for (b, a) in w.chunks_exact(bytes).zip(acts) {
         match ty {
             QuantType::Q4K => {
@@ -47,8 +49,8 @@ pub fn dot_k(ty: QuantType, w: &[u8], acts: &[Q8KBlock]) -> f32 {
                     isum += sc as i32 * sub;
                     msum += m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
                 }
-                acc += d * a.d * isum as f32;
-                acc -= dmin * a.d * msum as f32;
+                acc = (isum as f32).mul_add(d * a.d, acc);
+                acc_min = (msum as f32).mul_add(dmin * a.d, acc_min);
             }
             QuantType::Q6K => {
                 let d = f16_at(b, 208);
@@ -60,10 +62,10 @@ pub fn dot_k(ty: QuantType, w: &[u8], acts: &[Q8KBlock]) -> f32 {
                         .sum();
                     isum += sc * sub;
                 }
-                acc += d * a.d * isum as f32;
+                acc = (isum as f32).mul_add(d * a.d, acc);
             }
             _ => unreachable!("not a K-quant"),
         }
     }
-    acc
+    acc - acc_min
 }
