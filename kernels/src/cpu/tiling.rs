@@ -15,43 +15,11 @@ pub const QUANT_ROW_TILE: usize = 8;
 /// in L1/L2 while every input tile passes over them.
 const COL_BLOCK: usize = 16;
 
-/// Fills `out[m, n]`: for every tile of input rows `r0..r0 + rows` (`rows <= T`) and every column `col`,
-/// `kernel(r0, rows, col, vals)` writes the `rows` results of that column into `vals`. Chunking decides only
-/// who computes an element, never how, so results do not depend on the thread count or on `m`.
-pub fn for_each_tile<const T: usize, K>(m: usize, n: usize, out: &mut [f32], kernel: K)
-where
-    K: Fn(usize, usize, usize, &mut [f32]) + Sync,
-{
-    assert_eq!(out.len(), m * n, "out is not [m, n]");
-    if m == 0 || n == 0 {
-        return;
-    }
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = n.div_ceil(threads * 8).clamp(4, 256);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| {
-        let out_ptr = &out_ptr;
-        let cols = c * chunk..((c + 1) * chunk).min(n);
-        let mut vals = [0f32; T];
-        for c0 in cols.clone().step_by(COL_BLOCK) {
-            let block = c0..(c0 + COL_BLOCK).min(cols.end);
-            for r0 in (0..m).step_by(T) {
-                let rows = T.min(m - r0);
-                for col in block.clone() {
-                    kernel(r0, rows, col, &mut vals[..rows]);
-                    for (i, v) in vals[..rows].iter().enumerate() {
-                        // SAFETY: (row, col) pairs are disjoint across tasks and inside `out`.
-                        unsafe { *out_ptr.0.add((r0 + i) * n + col) = *v };
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// Like [`for_each_tile`] with several columns per call: `kernel(r0, rows, c0, cols, vals)` writes the
-/// `rows x cols` results of input rows `r0..r0 + rows` and columns `c0..c0 + cols` into `vals` (row-major,
-/// `cols` apart; `rows <= T`, `cols <= C`), so the kernel can reuse each input load for `C` weight rows too.
+/// Fills `out[m, n]`: for every tile of input rows `r0..r0 + rows` (`rows <= T`) and block of columns
+/// `c0..c0 + cols` (`cols <= C`), `kernel(r0, rows, c0, cols, vals)` writes the `rows x cols` results into
+/// `vals` (row-major, `cols` apart), so a kernel can reuse each input load for several weight rows and runs
+/// its own loop over them. Chunking decides only who computes an element, never how, so results do not
+/// depend on the thread count or on `m`.
 pub fn for_each_block<const T: usize, const C: usize, K>(
     m: usize,
     n: usize,

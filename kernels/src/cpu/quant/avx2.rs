@@ -447,61 +447,103 @@ unsafe fn q6k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
     acc
 }
 
-/// One weight row of a 32-element block type against a tile of eight activation rows, of which the
-/// first `rows` (2..=8) are real, with the tile's scales and scaled sums (lane `r` for row `r`, see
-/// `TileScales`). Lane `r` of the result is bit-identical to [`dot_small_row`] of row `r`.
+/// A block of weight rows of a 32-element type (`row_bytes` apart) against a tile of up to eight
+/// activation rows: `vals[i * cols + j]` = weight row `j` · activation row `i`, each bit-identical to the
+/// one-row kernel on that pair.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
+/// The CPU must support AVX2, FMA and F16C; `w` must hold whole rows of whole blocks of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_small_tile(
+pub unsafe fn dot_small_block(
     ty: QuantType,
     w: &[u8],
-    acts: [&[Q8Block]; 8],
-    rows: usize,
+    row_bytes: usize,
+    acts: &[&[Q8Block]],
     scales: (&[[f32; 8]], &[[f32; 8]]),
-) -> [f32; 8] {
+    vals: &mut [f32],
+) {
     match ty {
-        QuantType::Q4_0 => small_tile::<Q4_0>(w, acts, rows, scales),
-        QuantType::Q4_1 => small_tile::<Q4_1>(w, acts, rows, scales),
-        QuantType::Q5_0 => small_tile::<Q5_0>(w, acts, rows, scales),
-        QuantType::Q8_0 => small_tile::<Q8_0>(w, acts, rows, scales),
-        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k"),
+        QuantType::Q4_0 => small_block::<Q4_0>(w, row_bytes, acts, scales, vals),
+        QuantType::Q4_1 => small_block::<Q4_1>(w, row_bytes, acts, scales, vals),
+        QuantType::Q5_0 => small_block::<Q5_0>(w, row_bytes, acts, scales, vals),
+        QuantType::Q8_0 => small_block::<Q8_0>(w, row_bytes, acts, scales, vals),
+        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k_block"),
     }
 }
 
-/// One weight row of a 32-element block type against one activation row.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_small_row(ty: QuantType, w: &[u8], act: &[Q8Block]) -> f32 {
-    match ty {
-        QuantType::Q4_0 => small_row::<Q4_0>(w, act),
-        QuantType::Q4_1 => small_row::<Q4_1>(w, act),
-        QuantType::Q5_0 => small_row::<Q5_0>(w, act),
-        QuantType::Q8_0 => small_row::<Q8_0>(w, act),
-        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k"),
+unsafe fn small_block<const T: u8>(
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[&[Q8Block]],
+    scales: (&[[f32; 8]], &[[f32; 8]]),
+    vals: &mut [f32],
+) {
+    let cols = w.len() / row_bytes;
+    if let [act] = acts {
+        for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+            vals[j] = small_row::<T>(wr, act);
+        }
+        return;
+    }
+    let rows = acts.len();
+    let tile: [&[Q8Block]; 8] = std::array::from_fn(|i| acts[i.min(rows - 1)]);
+    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+        let lanes = small_tile::<T>(wr, tile, rows, scales);
+        for (i, v) in lanes[..rows].iter().enumerate() {
+            vals[i * cols + j] = *v;
+        }
     }
 }
 
-/// One weight row of a K-quant type against `R` activation rows (tile scales `ad` as in
-/// [`dot_small_tile`], used when `R > 1`). Row `r` of the result is bit-identical to `R = 1` on row `r`.
+/// A block of weight rows of a K-quant type (`row_bytes` apart) against a tile of up to eight activation
+/// rows with the tile's per-block row scales `ad`: `vals[i * cols + j]` = weight row `j` · activation row
+/// `i`, each bit-identical to the one-row kernel on that pair.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` must hold whole blocks of `ty`.
+/// The CPU must support AVX2, FMA and F16C; `w` must hold whole rows of whole blocks of `ty`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_k<const R: usize>(
+pub unsafe fn dot_k_block(
     ty: QuantType,
     w: &[u8],
-    acts: [&[Q8KBlock]; R],
+    row_bytes: usize,
+    acts: &[&[Q8KBlock]],
     ad: &[[f32; 8]],
-) -> [f32; R] {
-    match (ty, R) {
-        (QuantType::Q4K, 1) => std::array::from_fn(|_| q4k_row(w, acts[0])),
-        (QuantType::Q6K, 1) => std::array::from_fn(|_| q6k_row(w, acts[0])),
-        (QuantType::Q4K, _) => q4k_tile::<R>(w, acts, ad),
-        (QuantType::Q6K, _) => q6k_tile::<R>(w, acts, ad),
-        _ => unreachable!("32-element types use dot_small"),
+    vals: &mut [f32],
+) {
+    match acts.len() {
+        1 => k_block::<1>(ty, w, row_bytes, acts, ad, vals),
+        2 => k_block::<2>(ty, w, row_bytes, acts, ad, vals),
+        3 => k_block::<3>(ty, w, row_bytes, acts, ad, vals),
+        4 => k_block::<4>(ty, w, row_bytes, acts, ad, vals),
+        5 => k_block::<5>(ty, w, row_bytes, acts, ad, vals),
+        6 => k_block::<6>(ty, w, row_bytes, acts, ad, vals),
+        7 => k_block::<7>(ty, w, row_bytes, acts, ad, vals),
+        _ => k_block::<8>(ty, w, row_bytes, acts, ad, vals),
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn k_block<const R: usize>(
+    ty: QuantType,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[&[Q8KBlock]],
+    ad: &[[f32; 8]],
+    vals: &mut [f32],
+) {
+    let cols = w.len() / row_bytes;
+    let tile: [&[Q8KBlock]; R] = std::array::from_fn(|i| acts[i]);
+    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+        let lanes: [f32; R] = match (ty, R) {
+            (QuantType::Q4K, 1) => std::array::from_fn(|_| q4k_row(wr, tile[0])),
+            (QuantType::Q6K, 1) => std::array::from_fn(|_| q6k_row(wr, tile[0])),
+            (QuantType::Q4K, _) => q4k_tile::<R>(wr, tile, ad),
+            (QuantType::Q6K, _) => q6k_tile::<R>(wr, tile, ad),
+            _ => unreachable!("32-element types use dot_small_block"),
+        };
+        for (i, v) in lanes.iter().enumerate() {
+            vals[i * cols + j] = *v;
+        }
     }
 }

@@ -17,7 +17,7 @@ mod scalar;
 use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock, TileScales};
 pub use self::formats::{dequantize_block, QuantType};
 use super::isa::Isa;
-use super::tiling::for_each_tile;
+use super::tiling::for_each_block;
 use crate::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::hsum as hsum_avx2;
@@ -117,109 +117,101 @@ impl QuantMatrix {
         match self.ty {
             QuantType::Q4K | QuantType::Q6K => {
                 let acts = quantize_rows::<Q8KBlock>(isa, x, m, self.cols);
-                self.run(isa, &acts, m, out, dot_k_tile);
+                self.run(isa, &acts, m, out, dot_k_block);
             }
             _ => {
                 let acts = quantize_rows::<Q8Block>(isa, x, m, self.cols);
-                self.run(isa, &acts, m, out, dot_small_tile);
+                self.run(isa, &acts, m, out, dot_small_block);
             }
         }
         Ok(())
     }
 
-    /// Runs `tile` over every (weight row, activation tile) pair, columns split across threads.
-    fn run<A: ActBlock>(&self, isa: Isa, acts: &[A], m: usize, out: &mut [f32], tile: TileFn<A>) {
+    /// Runs `block` over every (block of weight rows, activation tile) pair, columns split across threads.
+    fn run<A: ActBlock>(&self, isa: Isa, acts: &[A], m: usize, out: &mut [f32], block: BlockFn<A>) {
         let n = self.rows;
         let row_bytes = self.row_bytes();
         let per_row = self.cols / A::ELEMS;
         let scales = TileScales::new(acts, m, per_row);
         const _: () = assert!(ROW_TILE == 8, "TileScales holds 8 rows per tile");
-        for_each_tile::<ROW_TILE, _>(m, n, out, |r0, rows, col, vals| {
+        for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, rows, c0, cols, vals| {
             let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
                 let r = (r0 + i).min(m - 1);
                 &acts[r * per_row..(r + 1) * per_row]
             });
-            let w = &self.data[col * row_bytes..(col + 1) * row_bytes];
-            tile(isa, self.ty, w, &tile_acts[..rows], scales.tile(r0), vals);
+            let w = &self.data[c0 * row_bytes..(c0 + cols) * row_bytes];
+            block(
+                isa,
+                self.ty,
+                w,
+                row_bytes,
+                &tile_acts[..rows],
+                scales.tile(r0),
+                vals,
+            );
         });
     }
 }
 
-/// A kernel over one weight row and a tile of activation rows (with the tile's [`TileScales`]), writing
-/// one value per row.
-type TileFn<A> = fn(Isa, QuantType, &[u8], &[&[A]], TileScaleRef, &mut [f32]);
+/// Weight rows per kernel call: the loop over them runs inside the kernel family's own code (compiled
+/// for its instruction set), so a plain build pays the dispatch once per this many rows, not per row.
+const COL_TILE: usize = 32;
+
+/// A kernel over a block of weight rows (`row_bytes` apart) and a tile of activation rows (with the tile's
+/// [`TileScales`]), writing `vals[i * cols + j]` for activation row `i` and weight row `j`.
+type BlockFn<A> = fn(Isa, QuantType, &[u8], usize, &[&[A]], TileScaleRef, &mut [f32]);
 
 /// One tile's scales and scaled sums ([`TileScales::tile`]).
 type TileScaleRef<'a> = (&'a [[f32; 8]], &'a [[f32; 8]]);
 
-/// Runs a kernel specialised for `N` rows over the tile.
-macro_rules! by_rows {
-    ($acts:expr, $out:expr, |$n:ident, $arr:ident| $body:expr) => {
-        match $acts.len() {
-            1 => by_rows!(@arm 1, $acts, $out, $n, $arr, $body),
-            2 => by_rows!(@arm 2, $acts, $out, $n, $arr, $body),
-            3 => by_rows!(@arm 3, $acts, $out, $n, $arr, $body),
-            4 => by_rows!(@arm 4, $acts, $out, $n, $arr, $body),
-            5 => by_rows!(@arm 5, $acts, $out, $n, $arr, $body),
-            6 => by_rows!(@arm 6, $acts, $out, $n, $arr, $body),
-            7 => by_rows!(@arm 7, $acts, $out, $n, $arr, $body),
-            _ => by_rows!(@arm 8, $acts, $out, $n, $arr, $body),
-        }
-    };
-    (@arm $k:literal, $acts:expr, $out:expr, $n:ident, $arr:ident, $body:expr) => {{
-        const $n: usize = $k;
-        let $arr: [_; $k] = std::array::from_fn(|i| $acts[i]);
-        $out.copy_from_slice(&$body);
-    }};
-}
-
-fn dot_small_tile(
-    isa: Isa,
-    ty: QuantType,
+/// The portable kernels over a block: every (activation row, weight row) pair on its own.
+fn scalar_block<A>(
     w: &[u8],
-    acts: &[&[Q8Block]],
-    scales: TileScaleRef,
-    out: &mut [f32],
+    row_bytes: usize,
+    acts: &[&[A]],
+    vals: &mut [f32],
+    dot: impl Fn(&[u8], &[A]) -> f32,
 ) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => {
-            if acts.len() == 1 {
-                out[0] = unsafe { avx2::dot_small_row(ty, w, acts[0]) };
-            } else {
-                let rows: [&[Q8Block]; ROW_TILE] =
-                    std::array::from_fn(|i| acts[i.min(acts.len() - 1)]);
-                let vals = unsafe { avx2::dot_small_tile(ty, w, rows, acts.len(), scales) };
-                out.copy_from_slice(&vals[..acts.len()]);
-            }
-        }
-        _ => {
-            for (o, a) in out.iter_mut().zip(acts) {
-                *o = scalar::dot_small(ty, w, a);
-            }
+    let cols = w.len() / row_bytes;
+    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+        for (i, a) in acts.iter().enumerate() {
+            vals[i * cols + j] = dot(wr, a);
         }
     }
 }
 
-fn dot_k_tile(
+fn dot_small_block(
     isa: Isa,
     ty: QuantType,
     w: &[u8],
-    acts: &[&[Q8KBlock]],
-    (scales, _): TileScaleRef,
-    out: &mut [f32],
+    row_bytes: usize,
+    acts: &[&[Q8Block]],
+    scales: TileScaleRef,
+    vals: &mut [f32],
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => by_rows!(acts, out, |N, a| unsafe {
-            avx2::dot_k::<N>(ty, w, a, scales)
+        Isa::Avx2 => unsafe { avx2::dot_small_block(ty, w, row_bytes, acts, scales, vals) },
+        _ => scalar_block(w, row_bytes, acts, vals, |wr, a| {
+            scalar::dot_small(ty, wr, a)
         }),
-        _ => {
-            for (o, a) in out.iter_mut().zip(acts) {
-                *o = scalar::dot_k(ty, w, a);
-            }
-        }
+    }
+}
+
+fn dot_k_block(
+    isa: Isa,
+    ty: QuantType,
+    w: &[u8],
+    row_bytes: usize,
+    acts: &[&[Q8KBlock]],
+    (scales, _): TileScaleRef,
+    vals: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Avx2 => unsafe { avx2::dot_k_block(ty, w, row_bytes, acts, scales, vals) },
+        _ => scalar_block(w, row_bytes, acts, vals, |wr, a| scalar::dot_k(ty, wr, a)),
     }
 }
