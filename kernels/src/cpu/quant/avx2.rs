@@ -1,10 +1,13 @@
-//! AVX2 + FMA + F16C kernels: one weight row against `R` activation rows. Each weight block is unpacked
-//! once into registers and reused for all `R` rows; every row keeps its own accumulators and goes through
-//! the very same instructions whatever `R` is, so a row's result does not depend on its tile mates.
+//! AVX2 + FMA + F16C kernels: a block of weight rows against a tile of up to eight activation rows, the
+//! loop over the weight rows inside this code (so a plain build pays the run-time dispatch once per block).
+//! Each weight block is unpacked once into registers and reused for every row of the tile.
 //!
 //! Per 32 elements the integer dot is `maddubs(unsigned weights, signed activations)` then `madd` to eight
-//! i32 lanes (signed weights go through the `sign` trick); the lanes are scaled in f32 with one FMA per
-//! block and summed horizontally once at the end, always in the same order.
+//! i32 lanes (signed weights go through the `sign` trick). Per block (32 elements, or a K-quant
+//! super-block) each row's exact integer sum is scaled in f32 with one FMA in block order: the tile kernels
+//! reduce all rows' sums into the lanes of one vector (lane `r` = row `r`) and scale them together, the
+//! one-row kernels do the same IEEE operations in scalar code, so a row's result does not depend on its
+//! tile mates (nor on the kernel family: the portable kernels match bit for bit).
 
 use std::arch::x86_64::*;
 
