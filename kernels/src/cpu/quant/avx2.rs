@@ -105,13 +105,31 @@ unsafe fn sum_each(v: &[__m256i; 8]) -> __m256i {
     )
 }
 
+/// Horizontal sum of eight i32 lanes (exact).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
+pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
     let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
     _mm_cvtsi128_si32(s)
+}
+
+/// Panics unless every activation row covers the weight row's `nb` blocks (the kernels then read
+/// them unchecked).
+fn check_rows<A>(nb: usize, acts: &[&[A]]) {
+    for a in acts {
+        assert!(a.len() >= nb, "activation row shorter than the weight row");
+    }
+}
+
+/// The first `R` lanes of `v`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn first_lanes<const R: usize>(v: __m256) -> [f32; R] {
+    let mut lanes = [0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+    std::array::from_fn(|r| lanes[r])
 }
 
 /// The exact integer dot of one 32-element weight block (unpacked as `wq`: unsigned for Q4_1, else
@@ -166,9 +184,7 @@ unsafe fn small_tile<const T: u8>(
 ) -> [f32; 8] {
     let bytes = block_bytes::<T>();
     let nb = w.len() / bytes;
-    for a in &acts {
-        assert!(a.len() >= nb, "activation row shorter than the weight row");
-    }
+    check_rows(nb, &acts);
     assert!(
         scales.len() >= nb && sums.len() >= nb,
         "tile scales shorter than the weight row"
@@ -192,9 +208,7 @@ unsafe fn small_tile<const T: u8>(
             acc_min = _mm256_add_ps(acc_min, _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(2))), s));
         }
     }
-    let mut out = [0f32; 8];
-    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_add_ps(acc, acc_min));
-    out
+    first_lanes(_mm256_add_ps(acc, acc_min))
 }
 
 /// One weight row against one activation row, with the tile kernel's per-row arithmetic in scalar form.
@@ -202,10 +216,7 @@ unsafe fn small_tile<const T: u8>(
 unsafe fn small_row<const T: u8>(w: &[u8], act: &[Q8Block]) -> f32 {
     let bytes = block_bytes::<T>();
     let nb = w.len() / bytes;
-    assert!(
-        act.len() >= nb,
-        "activation row shorter than the weight row"
-    );
+    check_rows(nb, &[act]);
     let (mut acc, mut acc_min) = (0f32, 0f32);
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * bytes);
@@ -313,9 +324,7 @@ unsafe fn q4k_block<const R: usize>(
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32; 8]]) -> [f32; R] {
     let nb = w.len() / 144;
-    for a in &acts {
-        assert!(a.len() >= nb, "activation row shorter than the weight row");
-    }
+    check_rows(nb, &acts);
     assert!(ad.len() >= nb, "tile scales shorter than the weight row");
     let (mut acc, mut acc_min) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for blk in 0..nb {
@@ -327,19 +336,14 @@ unsafe fn q4k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32;
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&sumi)), dv, acc);
         acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&msum)), mv, acc_min);
     }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_sub_ps(acc, acc_min));
-    std::array::from_fn(|r| lanes[r])
+    first_lanes(_mm256_sub_ps(acc, acc_min))
 }
 
 /// Q4_K, one weight row against one activation row.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
     let nb = w.len() / 144;
-    assert!(
-        act.len() >= nb,
-        "activation row shorter than the weight row"
-    );
+    check_rows(nb, &[act]);
     let (mut acc, mut acc_min) = (0f32, 0f32);
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * 144);
@@ -415,9 +419,7 @@ unsafe fn q6k_block<const R: usize>(b: *const u8, a: [&Q8KBlock; R]) -> [__m256i
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32; 8]]) -> [f32; R] {
     let nb = w.len() / 210;
-    for a in &acts {
-        assert!(a.len() >= nb, "activation row shorter than the weight row");
-    }
+    check_rows(nb, &acts);
     assert!(ad.len() >= nb, "tile scales shorter than the weight row");
     let mut acc = _mm256_setzero_ps();
     for blk in 0..nb {
@@ -427,19 +429,14 @@ unsafe fn q6k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32;
         let dv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(208))), adv);
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&sumi)), dv, acc);
     }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-    std::array::from_fn(|r| lanes[r])
+    first_lanes(acc)
 }
 
 /// Q6_K, one weight row against one activation row.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
     let nb = w.len() / 210;
-    assert!(
-        act.len() >= nb,
-        "activation row shorter than the weight row"
-    );
+    check_rows(nb, &[act]);
     let mut acc = 0f32;
     for blk in 0..nb {
         let b = w.as_ptr().add(blk * 210);

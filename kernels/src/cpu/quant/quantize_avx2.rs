@@ -6,6 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::activation::{scales, ActBlock, Q8Block, Q8KBlock};
+use super::avx2::hsum_i32;
 use super::formats::QK_K;
 
 /// Largest magnitude of `x` (a multiple of 8 values); `max` is exact, so the lane order does not matter.
@@ -59,15 +60,6 @@ unsafe fn quantize32(x: *const f32, id: __m256, out: *mut i8) -> (i32, i32) {
     let lo = _mm256_add_epi32(q[0], q[1]);
     let hi = _mm256_add_epi32(q[2], q[3]);
     (hsum_i32(lo), hsum_i32(hi))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
 }
 
 /// [`Q8Block::quantize`] with AVX2.
