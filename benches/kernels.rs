@@ -147,7 +147,7 @@ fn main() {
         let w = Tensor::from_vec(random(c.n * c.k, i as u64), (c.n, c.k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&w, c.dtype).unwrap();
         let ours = QuantMatrix::from_qtensor(&q).unwrap();
-        let weight_bytes = ours.as_ref().map_or(c.n * c.k * 4, |m| m.data().len());
+        let weight_bytes = ours.as_ref().map_or(c.n * c.k * 4, |m| m.weight_bytes());
         let candle = QMatMul::from_qtensor(q).unwrap();
         for &m in rows {
             let x =

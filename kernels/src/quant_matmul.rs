@@ -30,7 +30,7 @@ impl QuantMatrix {
             return Ok(None);
         }
         let (rows, cols) = t.shape().dims2()?;
-        Ok(Some(Self::new(ty, rows, cols, t.data()?.into_owned())?))
+        Ok(Some(Self::new(ty, rows, cols, &t.data()?)?))
     }
 }
 

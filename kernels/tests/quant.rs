@@ -215,9 +215,9 @@ fn tensor_api_agrees_with_candle_qmatmul() {
 
 #[test]
 fn bad_shapes_are_errors_not_panics() {
-    assert!(QuantMatrix::new(QuantType::Q4K, 2, 100, vec![0; 288]).is_err());
-    assert!(QuantMatrix::new(QuantType::Q8_0, 2, 32, vec![0; 67]).is_err());
-    let w = QuantMatrix::new(QuantType::Q8_0, 2, 32, vec![0; 68]).unwrap();
+    assert!(QuantMatrix::new(QuantType::Q4K, 2, 100, &[0; 288]).is_err());
+    assert!(QuantMatrix::new(QuantType::Q8_0, 2, 32, &[0; 67]).is_err());
+    let w = QuantMatrix::new(QuantType::Q8_0, 2, 32, &[0; 68]).unwrap();
     let mut out = vec![0f32; 2];
     assert!(w.matmul(&[0.0; 31], 1, &mut out).is_err());
     let x = Tensor::zeros((3, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
@@ -305,6 +305,79 @@ fn activation_quantizers_match_the_portable_one_bit_for_bit() {
                 assert_eq!(a.d.to_bits(), b.d.to_bits(), "{isa:?} Q8 scale");
                 assert_eq!(a.s.to_bits(), b.s.to_bits(), "{isa:?} Q8 sum");
                 assert_eq!(a.qs, b.qs, "{isa:?} Q8 values of {c:?}");
+            }
+        }
+    }
+}
+
+/// The repacked layout the kernels read gives back every GGUF block exactly, whatever its bytes.
+#[test]
+fn repacking_is_lossless_for_any_block_bytes() {
+    let mut rng = StdRng::seed_from_u64(6);
+    for (_, ty) in TYPES {
+        for (n, k) in shapes(ty) {
+            let row_bytes = k / ty.block_elems() * ty.block_bytes();
+            let raw: Vec<u8> = (0..n * row_bytes).map(|_| rng.random()).collect();
+            let w = QuantMatrix::new(ty, n, k, &raw).unwrap();
+            for r in 0..n {
+                assert_eq!(
+                    w.row_blocks(r),
+                    raw[r * row_bytes..(r + 1) * row_bytes],
+                    "{ty:?} [{n}, {k}] row {r}"
+                );
+            }
+        }
+    }
+}
+
+/// Blocks of the largest quants (and, for Q6_K, the most negative scales) against activations at ±127:
+/// the kernels' 16-bit partial sums must not overflow, so every family still matches the portable one
+/// bit for bit and the f64 reference.
+#[test]
+fn extreme_blocks_do_not_overflow_the_kernels() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let one = half::f16::from_f32(0.01).to_bits().to_le_bytes();
+    for (_, ty) in TYPES {
+        let (n, k) = (16, 2 * ty.block_elems());
+        let bb = ty.block_bytes();
+        let mut raw = vec![0u8; n * k / ty.block_elems() * bb];
+        for (i, b) in raw.chunks_exact_mut(bb).enumerate() {
+            // Half the rows' quants at the top of their range, half at the bottom (Q8_0: 127 / -128).
+            let fill = match (ty, i % 2) {
+                (QuantType::Q8_0, 0) => 0x7F,
+                (QuantType::Q8_0, _) => 0x80,
+                (_, 0) => 0xFF,
+                _ => 0x00,
+            };
+            b.fill(fill);
+            let f16_fields: &[usize] = match ty {
+                QuantType::Q4_1 | QuantType::Q4K => &[0, 2],
+                QuantType::Q6K => &[208],
+                _ => &[0],
+            };
+            for &at in f16_fields {
+                b[at..at + 2].copy_from_slice(&one);
+            }
+            if ty == QuantType::Q6K {
+                b[192..208].fill(0x80);
+            }
+        }
+        let w = QuantMatrix::new(ty, n, k, &raw).unwrap();
+        let wf = dequantized(&w);
+        // Rows of +1, of -1, alternating, and random.
+        let mut x = Vec::with_capacity(4 * k);
+        x.extend((0..k).map(|_| 1.0f32));
+        x.extend((0..k).map(|_| -1.0f32));
+        x.extend((0..k).map(|i| if i % 2 == 0 { 1.0f32 } else { -1.0 }));
+        x.extend(random_matrix(&mut rng, 1, k));
+        let mut scalar = vec![0f32; 4 * n];
+        w.matmul_with(Isa::Scalar, &x, 4, &mut scalar).unwrap();
+        check_against_reference(ty, Isa::Scalar, &wf, &x, &scalar, n, k);
+        for isa in Isa::available() {
+            let mut got = vec![0f32; 4 * n];
+            w.matmul_with(isa, &x, 4, &mut got).unwrap();
+            for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {isa:?} vs scalar at {i}");
             }
         }
     }

@@ -5,12 +5,14 @@
 use super::formats::QK_K;
 use crate::cpu::isa::Isa;
 
-/// 32 activations as `d * qs[i]`, with `s = d * Σ qs` for weight types that carry a min.
+/// 32 activations as `d * qs[i]`, with `sum = Σ qs` (for the offsets of Q4_0 / Q5_0 weights) and
+/// `s = d * sum` (for weight types that carry a min).
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub struct Q8Block {
     pub d: f32,
     pub s: f32,
+    pub sum: i32,
     pub qs: [i8; 32],
 }
 
@@ -40,10 +42,6 @@ fn quantize_into(x: &[f32], id: f32, qs: &mut [i8]) {
 pub trait ActBlock: Copy + Send + Sync {
     const ELEMS: usize;
     const ZERO: Self;
-    /// The block's scale `d` (values are `d * qs[i]`).
-    fn scale(&self) -> f32;
-    /// `d * Σ qs` where the block keeps it (for weight types with a min), else 0.
-    fn scaled_sum(&self) -> f32;
     /// The portable quantizer: the definition every kernel family must match bit for bit.
     fn quantize(x: &[f32]) -> Self;
     /// [`ActBlock::quantize`] with the kernel family `isa` (which the caller checked this CPU has).
@@ -55,16 +53,9 @@ impl ActBlock for Q8Block {
     const ZERO: Self = Q8Block {
         d: 0.0,
         s: 0.0,
+        sum: 0,
         qs: [0; 32],
     };
-
-    fn scale(&self) -> f32 {
-        self.d
-    }
-
-    fn scaled_sum(&self) -> f32 {
-        self.s
-    }
 
     fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -72,7 +63,8 @@ impl ActBlock for Q8Block {
         let mut b = Self::ZERO;
         quantize_into(x, id, &mut b.qs);
         b.d = d;
-        b.s = d * b.qs.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        b.sum = b.qs.iter().map(|&q| q as i32).sum();
+        b.s = d * b.sum as f32;
         b
     }
 
@@ -93,14 +85,6 @@ impl ActBlock for Q8KBlock {
         qs: [0; QK_K],
         bsums: [0; QK_K / 16],
     };
-
-    fn scale(&self) -> f32 {
-        self.d
-    }
-
-    fn scaled_sum(&self) -> f32 {
-        0.0
-    }
 
     fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
@@ -151,39 +135,4 @@ pub fn quantize_rows<A: ActBlock>(isa: Isa, x: &[f32], m: usize, k: usize) -> Ve
         out.chunks_mut(per_row.max(1)).enumerate().for_each(fill);
     }
     out
-}
-
-/// Per tile of [`ROW_TILE`](super::ROW_TILE) rows (rows `8 t..8 t + 8`) and block, the rows' scales and
-/// scaled sums side by side (lane `i` is row `8 t + i`, 0 past the last row), so a kernel scales a weight
-/// block for all rows of its tile with one vector multiply. Lane `i` depends only on row `8 t + i`.
-pub struct TileScales {
-    pub scales: Vec<[f32; 8]>,
-    pub sums: Vec<[f32; 8]>,
-    per_row: usize,
-}
-
-impl TileScales {
-    pub fn new<A: ActBlock>(acts: &[A], m: usize, per_row: usize) -> Self {
-        let tiles = m.div_ceil(8);
-        let mut scales = vec![[0f32; 8]; tiles * per_row];
-        let mut sums = vec![[0f32; 8]; tiles * per_row];
-        for r in 0..m {
-            let (t, lane) = (r / 8, r % 8);
-            for (b, a) in acts[r * per_row..(r + 1) * per_row].iter().enumerate() {
-                scales[t * per_row + b][lane] = a.scale();
-                sums[t * per_row + b][lane] = a.scaled_sum();
-            }
-        }
-        Self {
-            scales,
-            sums,
-            per_row,
-        }
-    }
-
-    /// The scales and sums of the tile starting at row `r0` (a multiple of 8).
-    pub fn tile(&self, r0: usize) -> (&[[f32; 8]], &[[f32; 8]]) {
-        let range = r0 / 8 * self.per_row..(r0 / 8 + 1) * self.per_row;
-        (&self.scales[range.clone()], &self.sums[range])
-    }
 }

@@ -1,18 +1,22 @@
-//! AVX2 + FMA + F16C kernels: a block of weight rows against a tile of up to eight activation rows, the
-//! loop over the weight rows inside this code (so a plain build pays the run-time dispatch once per block).
-//! Each weight block is unpacked once into registers and reused for every row of the tile.
+//! AVX2 + FMA + F16C kernels over the interleaved weight layout of [`super::packed`]: one group of eight
+//! weight rows against up to four activation rows at a time, every weight row in its own lanes.
 //!
-//! Per 32 elements the integer dot is `maddubs(unsigned weights, signed activations)` then `madd` to eight
-//! i32 lanes (signed weights go through the `sign` trick). Per block (32 elements, or a K-quant
-//! super-block) each row's exact integer sum is scaled in f32 with one FMA in block order: the tile kernels
-//! reduce all rows' sums into the lanes of one vector (lane `r` = row `r`) and scale them together, the
-//! one-row kernels do the same IEEE operations in scalar code, so a row's result does not depend on its
-//! tile mates (nor on the kernel family: the portable kernels match bit for bit).
+//! Per element group (four consecutive weights of each of the eight rows, one 32-byte vector) and
+//! activation row: one broadcast of the four activation bytes, one `maddubs` (unsigned weights × signed
+//! activations), one 16-bit add. The 16-bit sums stay exact for as many groups as the weight range allows
+//! (eight 4-bit groups, four 5-bit, two 6-bit), then one `madd` widens them to i32 — by 1, or by the
+//! rows' sub-block scales for the K-quants. Signed types are stored unsigned (Q4_0 +8, Q5_0 +16) and the
+//! offset is taken off exactly through the activation block's integer sum; Q8_0 keeps its signs
+//! (`maddubs(|w|, sign(a, w))`). So each row's exact integer dot per block lands in lane `r`, and the
+//! f32 work per block and row is the scalar kernel's: `acc = fma(float(isum), d_w * d_a, acc)` (plus the
+//! Q4_1 / Q4_K min terms) in block order — a row's result does not depend on its tile mates, on the
+//! number of activation rows, or on the kernel family.
 
 use std::arch::x86_64::*;
 
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::QuantType;
+use super::packed::{group_block_bytes, GROUP};
 
 /// Horizontal sum of eight f32 lanes in a fixed order.
 #[inline]
@@ -22,87 +26,6 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn f16_at(p: *const u8) -> f32 {
-    let bits = u16::from_le_bytes([*p, *p.add(1)]);
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-}
-
-/// 16 bytes of packed nibbles to 32 bytes: low nibbles are elements 0..16, high nibbles 16..32.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
-    let q = _mm_loadu_si128(p as *const __m128i);
-    let m4 = _mm_set1_epi8(0xF);
-    let lo = _mm_and_si128(q, m4);
-    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
-    _mm256_set_m128i(hi, lo)
-}
-
-/// Bit `e` of `bits` as byte `e` (0xFF or 0).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bits_to_bytes(bits: u32) -> __m256i {
-    let v = _mm256_set1_epi32(bits as i32);
-    let shuffle = _mm256_setr_epi64x(
-        0,
-        0x0101_0101_0101_0101,
-        0x0202_0202_0202_0202,
-        0x0303_0303_0303_0303,
-    );
-    let v = _mm256_shuffle_epi8(v, shuffle);
-    // Every byte gets all bits but its own position set; it is all ones iff that bit was set.
-    let v = _mm256_or_si256(v, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
-    _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1))
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load(p: *const i8) -> __m256i {
-    _mm256_loadu_si256(p as *const __m256i)
-}
-
-/// Signed weights of a Q4_0 / Q5_0 / Q8_0 block.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn signed_weights<const T: u8>(b: *const u8) -> __m256i {
-    match T {
-        Q4_0 => _mm256_sub_epi8(nibbles(b.add(2)), _mm256_set1_epi8(8)),
-        Q5_0 => {
-            let qh = u32::from_le_bytes([*b.add(2), *b.add(3), *b.add(4), *b.add(5)]);
-            let high = _mm256_and_si256(bits_to_bytes(qh), _mm256_set1_epi8(0x10));
-            _mm256_sub_epi8(
-                _mm256_or_si256(nibbles(b.add(6)), high),
-                _mm256_set1_epi8(16),
-            )
-        }
-        _ => _mm256_loadu_si256(b.add(2) as *const __m256i),
-    }
-}
-
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q8_0: u8 = 3;
-
-/// Σ of each of eight i32 vectors, as lane `r` for vector `r` (exact integer sums).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_each(v: &[__m256i; 8]) -> __m256i {
-    let h01 = _mm256_hadd_epi32(v[0], v[1]);
-    let h23 = _mm256_hadd_epi32(v[2], v[3]);
-    let h45 = _mm256_hadd_epi32(v[4], v[5]);
-    let h67 = _mm256_hadd_epi32(v[6], v[7]);
-    // 128-bit lanes: rows 0-3 (low halves' sums | high halves' sums), then rows 4-7 the same.
-    let g0 = _mm256_hadd_epi32(h01, h23);
-    let g1 = _mm256_hadd_epi32(h45, h67);
-    _mm256_add_epi32(
-        _mm256_permute2x128_si256(g0, g1, 0x20),
-        _mm256_permute2x128_si256(g0, g1, 0x31),
-    )
 }
 
 /// Horizontal sum of eight i32 lanes (exact).
@@ -115,6 +38,338 @@ pub(super) unsafe fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
+/// The four bytes at `p` in every 32-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bcast4(p: *const i8) -> __m256i {
+    _mm256_set1_epi32((p as *const i32).read_unaligned())
+}
+
+/// Eight f16 at `p` as f32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q8_0: u8 = 3;
+
+/// Bit `G` of every byte of `qh` moved to bit 4 (the other bits are not cleared). 16-bit shifts: what
+/// crosses into the neighbouring byte lands away from bit 4 for shifts up to 4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bit_to_4(qh: __m256i, g: usize) -> __m256i {
+    match g {
+        0 => _mm256_slli_epi16(qh, 4),
+        1 => _mm256_slli_epi16(qh, 3),
+        2 => _mm256_slli_epi16(qh, 2),
+        3 => _mm256_slli_epi16(qh, 1),
+        4 => qh,
+        5 => _mm256_srli_epi16(qh, 1),
+        6 => _mm256_srli_epi16(qh, 2),
+        _ => _mm256_srli_epi16(qh, 3),
+    }
+}
+
+/// One group of a 32-element type (`nb` group blocks at `g`) against `R` activation rows: lane `r'` of
+/// result `r` is weight row `r'` · activation row `r`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn small_group<const T: u8, const R: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: [&[Q8Block]; R],
+) -> [__m256; R] {
+    let gbb = match T {
+        Q4_0 => group_block_bytes(QuantType::Q4_0),
+        Q4_1 => group_block_bytes(QuantType::Q4_1),
+        Q5_0 => group_block_bytes(QuantType::Q5_0),
+        _ => group_block_bytes(QuantType::Q8_0),
+    };
+    let m4 = _mm256_set1_epi8(0xF);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_min = [_mm256_setzero_ps(); R];
+    for blk in 0..nb {
+        let gb = g.add(blk * gbb);
+        let a: [&Q8Block; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk));
+        let mut isum = [_mm256_setzero_si256(); R];
+        if T == Q8_0 {
+            for gi in 0..8 {
+                let w = load(gb.add(16 + 32 * gi));
+                let wabs = _mm256_sign_epi8(w, w);
+                for r in 0..R {
+                    let x = _mm256_sign_epi8(bcast4(a[r].qs.as_ptr().add(4 * gi)), w);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, x), ones);
+                    isum[r] = _mm256_add_epi32(isum[r], p);
+                }
+            }
+        } else {
+            let qs = gb.add(if T == Q4_1 { 32 } else { 16 });
+            let qh = if T == Q5_0 {
+                load(gb.add(144))
+            } else {
+                _mm256_setzero_si256()
+            };
+            // Q5_0: groups 0, 1, 4, 5 in the first 16-bit sums, 2, 3, 6, 7 in the second.
+            let mut acc16 = [[_mm256_setzero_si256(); R]; 2];
+            for i in 0..4 {
+                let q = load(qs.add(32 * i));
+                let mut lo = _mm256_and_si256(q, m4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                if T == Q5_0 {
+                    let b4 = _mm256_set1_epi8(0x10);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(qh, i), b4));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(qh, 4 + i), b4));
+                }
+                let k = if T == Q5_0 { i / 2 } else { 0 };
+                for r in 0..R {
+                    let x = a[r].qs.as_ptr();
+                    let s = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, bcast4(x.add(4 * i))),
+                        _mm256_maddubs_epi16(hi, bcast4(x.add(16 + 4 * i))),
+                    );
+                    acc16[k][r] = _mm256_add_epi16(acc16[k][r], s);
+                }
+            }
+            for r in 0..R {
+                isum[r] = _mm256_madd_epi16(acc16[0][r], ones);
+                if T == Q5_0 {
+                    isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(acc16[1][r], ones));
+                }
+                let offset = match T {
+                    Q4_0 => 8,
+                    Q5_0 => 16,
+                    _ => 0,
+                };
+                if offset != 0 {
+                    isum[r] = _mm256_sub_epi32(isum[r], _mm256_set1_epi32(offset * a[r].sum));
+                }
+            }
+        }
+        let d = f16x8(gb);
+        for r in 0..R {
+            let da = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), da, acc[r]);
+            if T == Q4_1 {
+                let m = _mm256_mul_ps(f16x8(gb.add(16)), _mm256_set1_ps(a[r].s));
+                acc_min[r] = _mm256_add_ps(acc_min[r], m);
+            }
+        }
+    }
+    std::array::from_fn(|r| _mm256_add_ps(acc[r], acc_min[r]))
+}
+
+/// Q4_K: one group against `R` activation rows. Per sub-block of 32 the rows' 16-bit sums (eight 4-bit
+/// groups) meet the rows' scales in one `madd`; the mins meet pairs of the activations' sub-block sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_group<const R: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: [&[Q8KBlock]; R],
+) -> [__m256; R] {
+    let gbb = group_block_bytes(QuantType::Q4K);
+    let m4 = _mm256_set1_epi8(0xF);
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc_min = [_mm256_setzero_ps(); R];
+    for blk in 0..nb {
+        let gb = g.add(blk * gbb);
+        let a: [&Q8KBlock; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk));
+        let mut isum = [_mm256_setzero_si256(); R];
+        for j in 0..8 {
+            // Row r's scale in i16 lanes 2r and 2r + 1.
+            let s8 = _mm_loadl_epi64(gb.add(32 + 8 * j) as *const __m128i);
+            let sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(s8, s8));
+            let mut acc16 = [_mm256_setzero_si256(); R];
+            for i in 0..4 {
+                let q = load(gb.add(160 + 128 * j + 32 * i));
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                for r in 0..R {
+                    let x = a[r].qs.as_ptr().add(32 * j);
+                    let s = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, bcast4(x.add(4 * i))),
+                        _mm256_maddubs_epi16(hi, bcast4(x.add(16 + 4 * i))),
+                    );
+                    acc16[r] = _mm256_add_epi16(acc16[r], s);
+                }
+            }
+            for r in 0..R {
+                isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(acc16[r], sc));
+            }
+        }
+        let mins: [__m256i; 4] = std::array::from_fn(|p| {
+            _mm256_cvtepu8_epi16(_mm_loadu_si128(gb.add(96 + 16 * p) as *const __m128i))
+        });
+        let (d, dmin) = (f16x8(gb), f16x8(gb.add(16)));
+        for r in 0..R {
+            // Sub-block sums s0..s7 (pairs of 16-sums) as i16 lanes 0..4 and 8..12 of the hadd.
+            let b = _mm256_loadu_si256(a[r].bsums.as_ptr() as *const __m256i);
+            let s = _mm256_permute4x64_epi64(_mm256_hadd_epi16(b, b), 0b10_00);
+            let mut msum = _mm256_setzero_si256();
+            for (p, mv) in mins.iter().enumerate() {
+                let pair = _mm256_permutevar8x32_epi32(s, _mm256_set1_epi32(p as i32));
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(*mv, pair));
+            }
+            let ad = _mm256_set1_ps(a[r].d);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[r]), _mm256_mul_ps(d, ad), acc[r]);
+            acc_min[r] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(msum),
+                _mm256_mul_ps(dmin, ad),
+                acc_min[r],
+            );
+        }
+    }
+    std::array::from_fn(|r| _mm256_sub_ps(acc[r], acc_min[r]))
+}
+
+/// The 6-bit quants (0..64) of element group `x` (0..8) of a Q6_K chunk: low nibbles from `ql`, two high
+/// bits from `qh` moved to bits 4..6.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_weights(ql: &[__m256i; 4], qh: &[__m256i; 2], x: usize) -> __m256i {
+    let m4 = _mm256_set1_epi8(0xF);
+    let low = if x < 4 {
+        _mm256_and_si256(ql[x], m4)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16(ql[x - 4], 4), m4)
+    };
+    // 16-bit shifts: bits crossing into the neighbouring byte land outside the mask.
+    let h = qh[x / 4];
+    let high = match x % 4 {
+        0 => _mm256_slli_epi16(h, 4),
+        1 => _mm256_slli_epi16(h, 2),
+        2 => h,
+        _ => _mm256_srli_epi16(h, 2),
+    };
+    _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
+}
+
+/// Q6_K: one group against `R` activation rows. Per sub-block of 16 two 16-bit sums of two groups each
+/// (6-bit weights) meet the rows' scales; the +32 offset of the stored quants is taken off through the
+/// activations' 16-sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_group<const R: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: [&[Q8KBlock]; R],
+) -> [__m256; R] {
+    let gbb = group_block_bytes(QuantType::Q6K);
+    let even = _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 12, 12, 14, 14);
+    let odd = _mm_setr_epi8(1, 1, 3, 3, 5, 5, 7, 7, 9, 9, 11, 11, 13, 13, 15, 15);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for blk in 0..nb {
+        let gb = g.add(blk * gbb);
+        let a: [&Q8KBlock; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk));
+        let mut isum = [_mm256_setzero_si256(); R];
+        let mut offset = [_mm256_setzero_si256(); R];
+        for c in 0..8 {
+            // Sub-blocks 2c and 2c + 1 (chunk c): [row][2] i8 scales.
+            let raw = _mm_loadu_si128(gb.add(16 + 16 * c) as *const __m128i);
+            let scales = [
+                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(raw, even)),
+                _mm256_cvtepi8_epi16(_mm_shuffle_epi8(raw, odd)),
+            ];
+            let ql: [__m256i; 4] = std::array::from_fn(|v| load(gb.add(144 + 128 * c + 32 * v)));
+            let qh: [__m256i; 2] = std::array::from_fn(|h| load(gb.add(1168 + 64 * c + 32 * h)));
+            for (h, sc) in scales.iter().enumerate() {
+                let w: [__m256i; 4] = std::array::from_fn(|t| q6k_weights(&ql, &qh, 4 * h + t));
+                for r in 0..R {
+                    let x = a[r].qs.as_ptr().add(32 * c + 16 * h);
+                    let s0 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(w[0], bcast4(x)),
+                        _mm256_maddubs_epi16(w[1], bcast4(x.add(4))),
+                    );
+                    let s1 = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(w[2], bcast4(x.add(8))),
+                        _mm256_maddubs_epi16(w[3], bcast4(x.add(12))),
+                    );
+                    let d =
+                        _mm256_add_epi32(_mm256_madd_epi16(s0, *sc), _mm256_madd_epi16(s1, *sc));
+                    isum[r] = _mm256_add_epi32(isum[r], d);
+                }
+            }
+            let pair = _mm256_cvtepi8_epi16(raw);
+            for r in 0..R {
+                let sums = _mm256_set1_epi32(
+                    (a[r].bsums.as_ptr().add(2 * c) as *const i32).read_unaligned(),
+                );
+                offset[r] = _mm256_add_epi32(offset[r], _mm256_madd_epi16(pair, sums));
+            }
+        }
+        let d = f16x8(gb);
+        for r in 0..R {
+            let i = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(offset[r], 5));
+            let da = _mm256_mul_ps(d, _mm256_set1_ps(a[r].d));
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), da, acc[r]);
+        }
+    }
+    acc
+}
+
+/// Writes result `r` (lane `l` = weight row `8 gi + l`) to `vals[(r0 + r) * cols + 8 gi + l]`, for the
+/// weight rows below `cols`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store<const R: usize>(
+    res: [__m256; R],
+    r0: usize,
+    gi: usize,
+    vals: &mut [f32],
+    cols: usize,
+) {
+    let width = GROUP.min(cols - GROUP * gi);
+    for (r, v) in res.iter().enumerate() {
+        let at = (r0 + r) * cols + GROUP * gi;
+        if width == GROUP {
+            _mm256_storeu_ps(vals[at..at + GROUP].as_mut_ptr(), *v);
+        } else {
+            let mut lanes = [0f32; GROUP];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
+            vals[at..at + width].copy_from_slice(&lanes[..width]);
+        }
+    }
+}
+
+/// Runs `$group::<…, R>` over every group of `$w` and the activation rows four at a time.
+macro_rules! over_groups {
+    ($w:expr, $nb:expr, $gbb:expr, $acts:expr, $vals:expr, $cols:expr, |$g:ident, $tile:ident| $call:expr) => {{
+        let acts = $acts;
+        check_rows($nb, acts);
+        for (gi, gdata) in $w.chunks_exact($nb * $gbb).enumerate() {
+            let $g = gdata.as_ptr();
+            let mut r0 = 0;
+            while r0 < acts.len() {
+                let n = (acts.len() - r0).min(4);
+                macro_rules! run {
+                    ($r:literal) => {{
+                        let $tile: [_; $r] = std::array::from_fn(|i| acts[r0 + i]);
+                        store::<$r>($call, r0, gi, $vals, $cols)
+                    }};
+                }
+                match n {
+                    1 => run!(1),
+                    2 => run!(2),
+                    3 => run!(3),
+                    _ => run!(4),
+                }
+                r0 += n;
+            }
+        }
+    }};
+}
+
 /// Panics unless every activation row covers the weight row's `nb` blocks (the kernels then read
 /// them unchecked).
 fn check_rows<A>(nb: usize, acts: &[&[A]]) {
@@ -123,427 +378,64 @@ fn check_rows<A>(nb: usize, acts: &[&[A]]) {
     }
 }
 
-/// The first `R` lanes of `v`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn first_lanes<const R: usize>(v: __m256) -> [f32; R] {
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), v);
-    std::array::from_fn(|r| lanes[r])
-}
-
-/// The exact integer dot of one 32-element weight block (unpacked as `wq`: unsigned for Q4_1, else
-/// signed with `wabs = |wq|`) with one activation block, as eight i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_dot<const T: u8>(wq: __m256i, wabs: __m256i, a: &Q8Block) -> __m256i {
-    let ones = _mm256_set1_epi16(1);
-    let p = if T == Q4_1 {
-        _mm256_maddubs_epi16(wq, load(a.qs.as_ptr()))
-    } else {
-        _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(load(a.qs.as_ptr()), wq))
-    };
-    _mm256_madd_epi16(p, ones)
-}
-
-const fn block_bytes<const T: u8>() -> usize {
-    match T {
-        Q4_0 => 18,
-        Q4_1 => 20,
-        Q5_0 => 22,
-        _ => 34,
-    }
-}
-
-/// The weights of a 32-element block: (as used by [`block_dot`], their magnitudes for signed types).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn block_weights<const T: u8>(b: *const u8) -> (__m256i, __m256i) {
-    if T == Q4_1 {
-        (nibbles(b.add(4)), _mm256_setzero_si256())
-    } else {
-        let wq = signed_weights::<T>(b);
-        (wq, _mm256_sign_epi8(wq, wq))
-    }
-}
-
-// Every row of a 32-element type has one f32 accumulator, fed once per block in block order by
-// `acc = fma(float(exact block dot), d_w * d_row, acc)` (plus, for Q4_1, `mins += m_w * s_row`): the tile
-// kernel does it for eight rows in the lanes of one vector, the one-row kernel with scalar instructions,
-// both with the same IEEE operations, so a row's result does not depend on which kernel ran it.
-
-/// One weight row against a tile of up to eight rows (`rows` real ones; the others are repeats whose
-/// lanes are dropped). Per block: the integer dots of all rows, summed into one vector (lane `r` = row
-/// `r`), one conversion and one FMA for the whole tile instead of one per row.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn small_tile<const T: u8>(
-    w: &[u8],
-    acts: [&[Q8Block]; 8],
-    rows: usize,
-    (scales, sums): (&[[f32; 8]], &[[f32; 8]]),
-) -> [f32; 8] {
-    let bytes = block_bytes::<T>();
-    let nb = w.len() / bytes;
-    check_rows(nb, &acts);
-    assert!(
-        scales.len() >= nb && sums.len() >= nb,
-        "tile scales shorter than the weight row"
-    );
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_min = _mm256_setzero_ps();
-    for blk in 0..nb {
-        let b = w.as_ptr().add(blk * bytes);
-        let (wq, wabs) = block_weights::<T>(b);
-        let mut v = [_mm256_setzero_si256(); 8];
-        for (r, vr) in v.iter_mut().enumerate().take(rows) {
-            *vr = block_dot::<T>(wq, wabs, acts[r].get_unchecked(blk));
-        }
-        let dv = _mm256_mul_ps(
-            _mm256_set1_ps(f16_at(b)),
-            _mm256_loadu_ps(scales.get_unchecked(blk).as_ptr()),
-        );
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum_each(&v)), dv, acc);
-        if T == Q4_1 {
-            let s = _mm256_loadu_ps(sums.get_unchecked(blk).as_ptr());
-            acc_min = _mm256_add_ps(acc_min, _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(2))), s));
-        }
-    }
-    first_lanes(_mm256_add_ps(acc, acc_min))
-}
-
-/// One weight row against one activation row, with the tile kernel's per-row arithmetic in scalar form.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn small_row<const T: u8>(w: &[u8], act: &[Q8Block]) -> f32 {
-    let bytes = block_bytes::<T>();
-    let nb = w.len() / bytes;
-    check_rows(nb, &[act]);
-    let (mut acc, mut acc_min) = (0f32, 0f32);
-    for blk in 0..nb {
-        let b = w.as_ptr().add(blk * bytes);
-        let (wq, wabs) = block_weights::<T>(b);
-        let a = act.get_unchecked(blk);
-        let isum = hsum_i32(block_dot::<T>(wq, wabs, a));
-        acc = (isum as f32).mul_add(f16_at(b) * a.d, acc);
-        if T == Q4_1 {
-            acc_min += f16_at(b.add(2)) * a.s;
-        }
-    }
-    acc + acc_min
-}
-
-/// The eight 6-bit scales (bytes 0..8) and mins (bytes 8..16) of the Q4_K super-block at `b`, unpacked
-/// in a vector register a 32-bit word at a time (the 12 packed bytes are words w0, w1, w2):
-/// `[w0 & 0x3f.., (w2 & 0x0f..) | hi2(w0), w1 & 0x3f.., (w2 >> 4 & 0x0f..) | hi2(w1)]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_scales_mins(b: *const u8) -> __m128i {
-    // Bytes 4..20: the 12 scale bytes and 4 quant bytes (ignored).
-    let x = _mm_loadu_si128(b.add(4) as *const __m128i);
-    let low = _mm_srlv_epi32(
-        _mm_shuffle_epi32(x, 0b10_01_10_00),
-        _mm_setr_epi32(0, 0, 0, 4),
-    );
-    let low = _mm_and_si128(
-        low,
-        _mm_setr_epi32(0x3f3f_3f3f, 0x0f0f_0f0f, 0x3f3f_3f3f, 0x0f0f_0f0f),
-    );
-    let high = _mm_srli_epi32(_mm_shuffle_epi32(x, 0b01_01_00_00), 6);
-    let high = _mm_and_si128(high, _mm_setr_epi32(0, 0x0303_0303, 0, 0x0303_0303));
-    _mm_or_si128(low, _mm_slli_epi32(high, 4))
-}
-
-/// `v` (eight i16 in each 128-bit lane) with i16 `j` of each lane in all its lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn broadcast_i16<const J: i8>(v: __m256i) -> __m256i {
-    _mm256_shuffle_epi8(
-        v,
-        _mm256_set1_epi16(((2 * J + 1) as i16) << 8 | (2 * J) as i16),
-    )
-}
-
-// K-quant rows: per super-block the exact integer dot of every row (and, for Q4_K, the exact min sum) is
-// reduced to one i32 per row, then scaled in f32 with `acc = fma(float(isum), d_w * d_row, acc)` (and
-// `acc_min = fma(float(msum), dmin_w * d_row, acc_min)`), in super-block order. The tile kernels do it for
-// all rows in the lanes of one vector (`sum_each` puts row `r`'s sum in lane `r`), the one-row kernels
-// in scalar code, with the same IEEE operations: a row's result does not depend on its tile.
-
-/// Lane `r` = row `r`'s integer sum for `R` rows, the other lanes 0.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn row_sums<const R: usize>(v: &[__m256i; R]) -> __m256i {
-    let mut all = [_mm256_setzero_si256(); 8];
-    all[..R].copy_from_slice(v);
-    sum_each(&all)
-}
-
-/// Q4_K: per 64 weights one unpack of the nibbles, then for each row `maddubs` + `madd` by the sub-block
-/// scale into one i32 accumulator per row; the mins meet the activations' 16-sums with one `madd` per row.
-/// Returns each row's (exact dot, exact min sum) per super-block through `finish`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_block<const R: usize>(
-    b: *const u8,
-    a: [&Q8KBlock; R],
-) -> ([__m256i; R], [__m256i; R]) {
-    let sm = q4k_scales_mins(b);
-    // Scales as i16 in both 128-bit lanes; mins doubled ([m0, m0, m1, m1, …]) to meet pairs of 16-sums.
-    let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-    let mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
-    let m4 = _mm256_set1_epi8(0xF);
-    let mut sumi = [_mm256_setzero_si256(); R];
-    macro_rules! pair {
-        ($c:literal, $lo:literal, $hi:literal) => {{
-            let q = _mm256_loadu_si256(b.add(16 + 32 * $c) as *const __m256i);
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let (s_lo, s_hi) = (broadcast_i16::<$lo>(scales), broadcast_i16::<$hi>(scales));
-            for r in 0..R {
-                let qs = a[r].qs.as_ptr();
-                let p = _mm256_maddubs_epi16(lo, load(qs.add(64 * $c)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_lo));
-                let p = _mm256_maddubs_epi16(hi, load(qs.add(64 * $c + 32)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, s_hi));
-            }
-        }};
-    }
-    pair!(0, 0, 1);
-    pair!(1, 2, 3);
-    pair!(2, 4, 5);
-    pair!(3, 6, 7);
-    let msum = std::array::from_fn(|r| {
-        _mm256_madd_epi16(
-            mins,
-            _mm256_loadu_si256(a[r].bsums.as_ptr() as *const __m256i),
-        )
-    });
-    (sumi, msum)
-}
-
-/// Q4_K, one weight row against `R` (2..=8) activation rows with the tile's per-block row scales `ad`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32; 8]]) -> [f32; R] {
-    let nb = w.len() / 144;
-    check_rows(nb, &acts);
-    assert!(ad.len() >= nb, "tile scales shorter than the weight row");
-    let (mut acc, mut acc_min) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for blk in 0..nb {
-        let b = w.as_ptr().add(blk * 144);
-        let (sumi, msum) = q4k_block::<R>(b, std::array::from_fn(|r| acts[r].get_unchecked(blk)));
-        let adv = _mm256_loadu_ps(ad.get_unchecked(blk).as_ptr());
-        let dv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b)), adv);
-        let mv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(2))), adv);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&sumi)), dv, acc);
-        acc_min = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&msum)), mv, acc_min);
-    }
-    first_lanes(_mm256_sub_ps(acc, acc_min))
-}
-
-/// Q4_K, one weight row against one activation row.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
-    let nb = w.len() / 144;
-    check_rows(nb, &[act]);
-    let (mut acc, mut acc_min) = (0f32, 0f32);
-    for blk in 0..nb {
-        let b = w.as_ptr().add(blk * 144);
-        let a = act.get_unchecked(blk);
-        let ([sumi], [msum]) = q4k_block::<1>(b, [a]);
-        acc = (hsum_i32(sumi) as f32).mul_add(f16_at(b) * a.d, acc);
-        acc_min = (hsum_i32(msum) as f32).mul_add(f16_at(b.add(2)) * a.d, acc_min);
-    }
-    acc - acc_min
-}
-
-/// The unsigned 6-bit quants (`q + 32`) of elements `32 j..32 j + 32` of a Q6_K block: low nibbles from
-/// `ql`, two high bits from `qh` moved to bits 4..6 with one shift and a mask.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_weights<const J: usize>(b: *const u8) -> __m256i {
-    let (h, quarter) = (J / 4, J % 4);
-    let ql = _mm256_loadu_si256(b.add(64 * h + 32 * (quarter % 2)) as *const __m256i);
-    let qh = _mm256_loadu_si256(b.add(128 + 32 * h) as *const __m256i);
-    let low = if quarter < 2 {
-        _mm256_and_si256(ql, _mm256_set1_epi8(0xF))
-    } else {
-        _mm256_and_si256(_mm256_srli_epi16(ql, 4), _mm256_set1_epi8(0xF))
-    };
-    // Bits 2q..2q+2 of each qh byte to bits 4..6 (16-bit shifts: bits crossing into the neighbour byte
-    // land outside the mask).
-    let high = match quarter {
-        0 => _mm256_slli_epi16(qh, 4),
-        1 => _mm256_slli_epi16(qh, 2),
-        2 => qh,
-        _ => _mm256_srli_epi16(qh, 2),
-    };
-    _mm256_or_si256(low, _mm256_and_si256(high, _mm256_set1_epi8(0x30)))
-}
-
-/// Q6_K: like Q4_K with a scale per 16 weights (one per 128-bit lane of the `madd`); the +32 offset of the
-/// stored quants is taken off exactly through the activations' 16-sums. Returns each row's exact dot.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_block<const R: usize>(b: *const u8, a: [&Q8KBlock; R]) -> [__m256i; R] {
-    let sc = _mm_loadu_si128(b.add(192) as *const __m128i);
-    // Even scales (first halves of the sub-blocks) in the low lane, odd ones in the high lane.
-    let split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
-    let halves = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc, split));
-    let sc16 = _mm256_cvtepi8_epi16(sc);
-    let mut sumi = [_mm256_setzero_si256(); R];
-    macro_rules! sub_block {
-        ($j:literal) => {{
-            let wv = q6k_weights::<$j>(b);
-            let scv = broadcast_i16::<$j>(halves);
-            for r in 0..R {
-                let p = _mm256_maddubs_epi16(wv, load(a[r].qs.as_ptr().add(32 * $j)));
-                sumi[r] = _mm256_add_epi32(sumi[r], _mm256_madd_epi16(p, scv));
-            }
-        }};
-    }
-    sub_block!(0);
-    sub_block!(1);
-    sub_block!(2);
-    sub_block!(3);
-    sub_block!(4);
-    sub_block!(5);
-    sub_block!(6);
-    sub_block!(7);
-    std::array::from_fn(|r| {
-        let bsums = _mm256_loadu_si256(a[r].bsums.as_ptr() as *const __m256i);
-        let offset = _mm256_madd_epi16(sc16, bsums);
-        _mm256_sub_epi32(sumi[r], _mm256_slli_epi32(offset, 5))
-    })
-}
-
-/// Q6_K, one weight row against `R` (2..=8) activation rows with the tile's per-block row scales `ad`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_tile<const R: usize>(w: &[u8], acts: [&[Q8KBlock]; R], ad: &[[f32; 8]]) -> [f32; R] {
-    let nb = w.len() / 210;
-    check_rows(nb, &acts);
-    assert!(ad.len() >= nb, "tile scales shorter than the weight row");
-    let mut acc = _mm256_setzero_ps();
-    for blk in 0..nb {
-        let b = w.as_ptr().add(blk * 210);
-        let sumi = q6k_block::<R>(b, std::array::from_fn(|r| acts[r].get_unchecked(blk)));
-        let adv = _mm256_loadu_ps(ad.get_unchecked(blk).as_ptr());
-        let dv = _mm256_mul_ps(_mm256_set1_ps(f16_at(b.add(208))), adv);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(row_sums(&sumi)), dv, acc);
-    }
-    first_lanes(acc)
-}
-
-/// Q6_K, one weight row against one activation row.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k_row(w: &[u8], act: &[Q8KBlock]) -> f32 {
-    let nb = w.len() / 210;
-    check_rows(nb, &[act]);
-    let mut acc = 0f32;
-    for blk in 0..nb {
-        let b = w.as_ptr().add(blk * 210);
-        let a = act.get_unchecked(blk);
-        let [sumi] = q6k_block::<1>(b, [a]);
-        acc = (hsum_i32(sumi) as f32).mul_add(f16_at(b.add(208)) * a.d, acc);
-    }
-    acc
-}
-
-/// A block of weight rows of a 32-element type (`row_bytes` apart) against a tile of up to eight
-/// activation rows: `vals[i * cols + j]` = weight row `j` · activation row `i`, each bit-identical to the
-/// one-row kernel on that pair.
+/// Groups of a 32-element type (`w`: whole groups of `nb` group blocks) against up to eight activation
+/// rows: `vals[i * cols + j]` = weight row `j` · activation row `i` (`cols` weight rows, the last group
+/// possibly padded).
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` must hold whole rows of whole blocks of `ty`.
+/// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_small_block(
+pub unsafe fn dot_small_groups(
     ty: QuantType,
     w: &[u8],
-    row_bytes: usize,
+    nb: usize,
     acts: &[&[Q8Block]],
-    scales: (&[[f32; 8]], &[[f32; 8]]),
     vals: &mut [f32],
+    cols: usize,
 ) {
+    let gbb = group_block_bytes(ty);
     match ty {
-        QuantType::Q4_0 => small_block::<Q4_0>(w, row_bytes, acts, scales, vals),
-        QuantType::Q4_1 => small_block::<Q4_1>(w, row_bytes, acts, scales, vals),
-        QuantType::Q5_0 => small_block::<Q5_0>(w, row_bytes, acts, scales, vals),
-        QuantType::Q8_0 => small_block::<Q8_0>(w, row_bytes, acts, scales, vals),
-        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k_block"),
+        QuantType::Q4_0 => {
+            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q4_0, _>(
+                g, nb, t
+            ))
+        }
+        QuantType::Q4_1 => {
+            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q4_1, _>(
+                g, nb, t
+            ))
+        }
+        QuantType::Q5_0 => {
+            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q5_0, _>(
+                g, nb, t
+            ))
+        }
+        QuantType::Q8_0 => {
+            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q8_0, _>(
+                g, nb, t
+            ))
+        }
+        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k_groups"),
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn small_block<const T: u8>(
-    w: &[u8],
-    row_bytes: usize,
-    acts: &[&[Q8Block]],
-    scales: (&[[f32; 8]], &[[f32; 8]]),
-    vals: &mut [f32],
-) {
-    let cols = w.len() / row_bytes;
-    if let [act] = acts {
-        for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
-            vals[j] = small_row::<T>(wr, act);
-        }
-        return;
-    }
-    let rows = acts.len();
-    let tile: [&[Q8Block]; 8] = std::array::from_fn(|i| acts[i.min(rows - 1)]);
-    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
-        let lanes = small_tile::<T>(wr, tile, rows, scales);
-        for (i, v) in lanes[..rows].iter().enumerate() {
-            vals[i * cols + j] = *v;
-        }
-    }
-}
-
-/// A block of weight rows of a K-quant type (`row_bytes` apart) against a tile of up to eight activation
-/// rows with the tile's per-block row scales `ad`: `vals[i * cols + j]` = weight row `j` · activation row
-/// `i`, each bit-identical to the one-row kernel on that pair.
+/// Groups of a K-quant type against up to eight activation rows, as [`dot_small_groups`].
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` must hold whole rows of whole blocks of `ty`.
+/// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_k_block(
+pub unsafe fn dot_k_groups(
     ty: QuantType,
     w: &[u8],
-    row_bytes: usize,
+    nb: usize,
     acts: &[&[Q8KBlock]],
-    ad: &[[f32; 8]],
     vals: &mut [f32],
+    cols: usize,
 ) {
-    match acts.len() {
-        1 => k_block::<1>(ty, w, row_bytes, acts, ad, vals),
-        2 => k_block::<2>(ty, w, row_bytes, acts, ad, vals),
-        3 => k_block::<3>(ty, w, row_bytes, acts, ad, vals),
-        4 => k_block::<4>(ty, w, row_bytes, acts, ad, vals),
-        5 => k_block::<5>(ty, w, row_bytes, acts, ad, vals),
-        6 => k_block::<6>(ty, w, row_bytes, acts, ad, vals),
-        7 => k_block::<7>(ty, w, row_bytes, acts, ad, vals),
-        _ => k_block::<8>(ty, w, row_bytes, acts, ad, vals),
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn k_block<const R: usize>(
-    ty: QuantType,
-    w: &[u8],
-    row_bytes: usize,
-    acts: &[&[Q8KBlock]],
-    ad: &[[f32; 8]],
-    vals: &mut [f32],
-) {
-    let cols = w.len() / row_bytes;
-    let tile: [&[Q8KBlock]; R] = std::array::from_fn(|i| acts[i]);
-    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
-        let lanes: [f32; R] = match (ty, R) {
-            (QuantType::Q4K, 1) => std::array::from_fn(|_| q4k_row(wr, tile[0])),
-            (QuantType::Q6K, 1) => std::array::from_fn(|_| q6k_row(wr, tile[0])),
-            (QuantType::Q4K, _) => q4k_tile::<R>(wr, tile, ad),
-            (QuantType::Q6K, _) => q6k_tile::<R>(wr, tile, ad),
-            _ => unreachable!("32-element types use dot_small_block"),
-        };
-        for (i, v) in lanes.iter().enumerate() {
-            vals[i * cols + j] = *v;
-        }
+    let gbb = group_block_bytes(ty);
+    match ty {
+        QuantType::Q4K => over_groups!(w, nb, gbb, acts, vals, cols, |g, t| q4k_group(g, nb, t)),
+        QuantType::Q6K => over_groups!(w, nb, gbb, acts, vals, cols, |g, t| q6k_group(g, nb, t)),
+        _ => unreachable!("32-element types use dot_small_groups"),
     }
 }

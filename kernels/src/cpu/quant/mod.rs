@@ -10,12 +10,14 @@ pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod formats;
+pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod quantize_avx2;
 mod scalar;
 
-use self::activation::{quantize_rows, ActBlock, Q8Block, Q8KBlock, TileScales};
+use self::activation::{quantize_rows, Q8Block, Q8KBlock};
 pub use self::formats::{dequantize_block, QuantType};
+use self::packed::{group_block_bytes, GROUP};
 use super::isa::Isa;
 use super::tiling::for_each_block;
 use crate::{Error, Result};
@@ -24,18 +26,20 @@ pub(crate) use avx2::hsum as hsum_avx2;
 
 pub use super::tiling::QUANT_ROW_TILE as ROW_TILE;
 
-/// A `[rows, cols]` weight matrix of GGUF blocks, row-major, each row `cols / block_elems` blocks.
+/// A `[rows, cols]` weight matrix of GGUF blocks, kept in the kernels' layout ([`packed`]: groups of
+/// eight rows interleaved, repacked once at load, losslessly).
 #[derive(Debug, Clone)]
 pub struct QuantMatrix {
     ty: QuantType,
     rows: usize,
     cols: usize,
-    data: Vec<u8>,
+    packed: Vec<u8>,
 }
 
 impl QuantMatrix {
-    /// Takes the raw blocks of a `[rows, cols]` matrix; errors if the sizes do not match the type.
-    pub fn new(ty: QuantType, rows: usize, cols: usize, data: Vec<u8>) -> Result<Self> {
+    /// Takes the raw GGUF blocks of a `[rows, cols]` matrix (row-major) and repacks them; errors if the
+    /// sizes do not match the type.
+    pub fn new(ty: QuantType, rows: usize, cols: usize, data: &[u8]) -> Result<Self> {
         if cols == 0 || !cols.is_multiple_of(ty.block_elems()) {
             return Err(Error::Shape(format!(
                 "{ty:?} rows of {cols} values are not whole blocks of {}",
@@ -53,7 +57,7 @@ impl QuantMatrix {
             ty,
             rows,
             cols,
-            data,
+            packed: packed::pack(ty, rows, cols, data),
         })
     }
 
@@ -71,21 +75,41 @@ impl QuantMatrix {
         self.cols
     }
 
-    /// The raw blocks.
-    pub fn data(&self) -> &[u8] {
-        &self.data
+    /// Bytes the weights take in memory.
+    pub fn weight_bytes(&self) -> usize {
+        self.packed.len()
     }
 
-    fn row_bytes(&self) -> usize {
-        self.cols / self.ty.block_elems() * self.ty.block_bytes()
+    /// Blocks per row.
+    fn blocks(&self) -> usize {
+        self.cols / self.ty.block_elems()
+    }
+
+    /// The group blocks of group `gi` (rows `8 gi..8 gi + 8`).
+    fn group(&self, gi: usize) -> &[u8] {
+        let bytes = self.blocks() * group_block_bytes(self.ty);
+        &self.packed[gi * bytes..(gi + 1) * bytes]
+    }
+
+    /// Row `row`'s GGUF blocks, as they were in the file.
+    pub fn row_blocks(&self, row: usize) -> Vec<u8> {
+        let (bb, gbb) = (self.ty.block_bytes(), group_block_bytes(self.ty));
+        let mut out = vec![0u8; self.blocks() * bb];
+        for (g, o) in self
+            .group(row / GROUP)
+            .chunks_exact(gbb)
+            .zip(out.chunks_exact_mut(bb))
+        {
+            packed::unpack_block(self.ty, g, row % GROUP, o);
+        }
+        out
     }
 
     /// Dequantizes row `row` into `out` (`cols` values).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
-        let bytes = self.ty.block_bytes();
-        let w = &self.data[row * self.row_bytes()..(row + 1) * self.row_bytes()];
-        for (b, o) in w
-            .chunks_exact(bytes)
+        let blocks = self.row_blocks(row);
+        for (b, o) in blocks
+            .chunks_exact(self.ty.block_bytes())
             .zip(out.chunks_exact_mut(self.ty.block_elems()))
         {
             dequantize_block(self.ty, b, o);
@@ -117,38 +141,33 @@ impl QuantMatrix {
         match self.ty {
             QuantType::Q4K | QuantType::Q6K => {
                 let acts = quantize_rows::<Q8KBlock>(isa, x, m, self.cols);
-                self.run(isa, &acts, m, out, dot_k_block);
+                self.run(isa, &acts, m, out, dot_k_groups);
             }
             _ => {
                 let acts = quantize_rows::<Q8Block>(isa, x, m, self.cols);
-                self.run(isa, &acts, m, out, dot_small_block);
+                self.run(isa, &acts, m, out, dot_small_groups);
             }
         }
         Ok(())
     }
 
-    /// Runs `block` over every (block of weight rows, activation tile) pair, columns split across threads.
-    fn run<A: ActBlock>(&self, isa: Isa, acts: &[A], m: usize, out: &mut [f32], block: BlockFn<A>) {
+    /// Runs `groups` over every (block of weight rows, activation tile) pair, columns split across threads.
+    fn run<A: Sync>(&self, isa: Isa, acts: &[A], m: usize, out: &mut [f32], groups: GroupsFn<A>) {
         let n = self.rows;
-        let row_bytes = self.row_bytes();
-        let per_row = self.cols / A::ELEMS;
-        let scales = TileScales::new(acts, m, per_row);
-        const _: () = assert!(ROW_TILE == 8, "TileScales holds 8 rows per tile");
+        let per_row = self.blocks();
+        let group_bytes = per_row * group_block_bytes(self.ty);
+        const _: () = assert!(
+            COL_TILE.is_multiple_of(GROUP),
+            "column tiles are whole groups"
+        );
         for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, rows, c0, cols, vals| {
             let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
                 let r = (r0 + i).min(m - 1);
                 &acts[r * per_row..(r + 1) * per_row]
             });
-            let w = &self.data[c0 * row_bytes..(c0 + cols) * row_bytes];
-            block(
-                isa,
-                self.ty,
-                w,
-                row_bytes,
-                &tile_acts[..rows],
-                scales.tile(r0),
-                vals,
-            );
+            let (g0, g1) = (c0 / GROUP, (c0 + cols).div_ceil(GROUP));
+            let w = &self.packed[g0 * group_bytes..g1 * group_bytes];
+            groups(isa, self.ty, w, per_row, &tile_acts[..rows], vals, cols);
         });
     }
 }
@@ -157,61 +176,68 @@ impl QuantMatrix {
 /// for its instruction set), so a plain build pays the dispatch once per this many rows, not per row.
 const COL_TILE: usize = 32;
 
-/// A kernel over a block of weight rows (`row_bytes` apart) and a tile of activation rows (with the tile's
-/// [`TileScales`]), writing `vals[i * cols + j]` for activation row `i` and weight row `j`.
-type BlockFn<A> = fn(Isa, QuantType, &[u8], usize, &[&[A]], TileScaleRef, &mut [f32]);
+/// A kernel over whole groups of weight rows (`nb` blocks each) and a tile of activation rows, writing
+/// `vals[i * cols + j]` for activation row `i` and weight row `j < cols`.
+type GroupsFn<A> = fn(Isa, QuantType, &[u8], usize, &[&[A]], &mut [f32], usize);
 
-/// One tile's scales and scaled sums ([`TileScales::tile`]).
-type TileScaleRef<'a> = (&'a [[f32; 8]], &'a [[f32; 8]]);
-
-/// The portable kernels over a block: every (activation row, weight row) pair on its own.
-fn scalar_block<A>(
+/// The portable kernels over groups: each weight row's GGUF blocks rebuilt, then every (activation row,
+/// weight row) pair on its own.
+fn scalar_groups<A>(
+    ty: QuantType,
     w: &[u8],
-    row_bytes: usize,
+    nb: usize,
     acts: &[&[A]],
     vals: &mut [f32],
+    cols: usize,
     dot: impl Fn(&[u8], &[A]) -> f32,
 ) {
-    let cols = w.len() / row_bytes;
-    for (j, wr) in w.chunks_exact(row_bytes).enumerate() {
+    let (bb, gbb) = (ty.block_bytes(), group_block_bytes(ty));
+    let mut row = vec![0u8; nb * bb];
+    for j in 0..cols {
+        let g = &w[j / GROUP * nb * gbb..][..nb * gbb];
+        for (gb, o) in g.chunks_exact(gbb).zip(row.chunks_exact_mut(bb)) {
+            packed::unpack_block(ty, gb, j % GROUP, o);
+        }
         for (i, a) in acts.iter().enumerate() {
-            vals[i * cols + j] = dot(wr, a);
+            vals[i * cols + j] = dot(&row, a);
         }
     }
 }
 
-fn dot_small_block(
+fn dot_small_groups(
     isa: Isa,
     ty: QuantType,
     w: &[u8],
-    row_bytes: usize,
+    nb: usize,
     acts: &[&[Q8Block]],
-    scales: TileScaleRef,
     vals: &mut [f32],
+    cols: usize,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => unsafe { avx2::dot_small_block(ty, w, row_bytes, acts, scales, vals) },
-        _ => scalar_block(w, row_bytes, acts, vals, |wr, a| {
+        Isa::Avx2 => unsafe { avx2::dot_small_groups(ty, w, nb, acts, vals, cols) },
+        _ => scalar_groups(ty, w, nb, acts, vals, cols, |wr, a| {
             scalar::dot_small(ty, wr, a)
         }),
     }
 }
 
-fn dot_k_block(
+fn dot_k_groups(
     isa: Isa,
     ty: QuantType,
     w: &[u8],
-    row_bytes: usize,
+    nb: usize,
     acts: &[&[Q8KBlock]],
-    (scales, _): TileScaleRef,
     vals: &mut [f32],
+    cols: usize,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => unsafe { avx2::dot_k_block(ty, w, row_bytes, acts, scales, vals) },
-        _ => scalar_block(w, row_bytes, acts, vals, |wr, a| scalar::dot_k(ty, wr, a)),
+        Isa::Avx2 => unsafe { avx2::dot_k_groups(ty, w, nb, acts, vals, cols) },
+        _ => scalar_groups(ty, w, nb, acts, vals, cols, |wr, a| {
+            scalar::dot_k(ty, wr, a)
+        }),
     }
 }

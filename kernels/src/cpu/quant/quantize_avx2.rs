@@ -73,7 +73,8 @@ pub unsafe fn q8(x: &[f32]) -> Q8Block {
     let mut b = <Q8Block as ActBlock>::ZERO;
     let (s0, s1) = quantize32(x.as_ptr(), _mm256_set1_ps(id), b.qs.as_mut_ptr());
     b.d = d;
-    b.s = d * (s0 + s1) as f32;
+    b.sum = s0 + s1;
+    b.s = d * b.sum as f32;
     b
 }
 
