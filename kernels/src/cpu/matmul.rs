@@ -1,6 +1,6 @@
 use super::dot;
 use super::isa::Isa;
-use super::tiling::{for_each_block, ROW_TILE};
+use super::tiling::{for_each_block, OutTile, ROW_TILE};
 
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ` in f32 with this CPU's kernels.
 pub fn matmul_t(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
@@ -24,7 +24,8 @@ pub fn matmul_t_with(
     assert_eq!(x.len(), m * k, "x is not [m, k]");
     assert_eq!(w.len(), n * k, "w is not [n, k]");
     let isa = if isa.is_available() { isa } else { Isa::Scalar };
-    for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, rows, c0, cols, vals| {
+    for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, c0, mut out| {
+        let (rows, cols) = (out.rows(), out.cols());
         let xs: [&[f32]; ROW_TILE] = std::array::from_fn(|i| {
             let r = (r0 + i).min(m - 1);
             &x[r * k..(r + 1) * k]
@@ -33,7 +34,7 @@ pub fn matmul_t_with(
             let c = (c0 + j).min(n - 1);
             &w[c * k..(c + 1) * k]
         });
-        tile(isa, &ws[..cols], &xs[..rows], vals);
+        tile(isa, &ws[..cols], &xs[..rows], &mut out);
     });
 }
 
@@ -49,8 +50,8 @@ macro_rules! by_shape {
                     std::array::from_fn(|j| $ws[j]),
                     std::array::from_fn(|i| $xs[i]),
                 );
-                for i in 0..$r {
-                    $out[i * $c..(i + 1) * $c].copy_from_slice(&res[i]);
+                for (i, r) in res.iter().enumerate() {
+                    $out.row(i).copy_from_slice(r);
                 }
             })*
             _ => unreachable!("tile larger than {}x{}", ROW_TILE, COL_TILE),
@@ -58,7 +59,7 @@ macro_rules! by_shape {
     };
 }
 
-fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut [f32]) {
+fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut OutTile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller checked that this CPU has the family.
@@ -83,8 +84,8 @@ fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut [f32]) {
         },
         _ => {
             for (i, x) in xs.iter().enumerate() {
-                for (j, w) in ws.iter().enumerate() {
-                    out[i * ws.len() + j] = dot(x, w);
+                for (o, w) in out.row(i).iter_mut().zip(ws) {
+                    *o = dot(x, w);
                 }
             }
         }

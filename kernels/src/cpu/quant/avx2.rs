@@ -17,6 +17,7 @@ use std::arch::x86_64::*;
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::QuantType;
 use super::packed::{group_block_bytes, GROUP};
+use crate::cpu::tiling::OutTile;
 
 /// Horizontal sum of eight f32 lanes in a fixed order.
 #[inline]
@@ -318,33 +319,27 @@ unsafe fn q6k_group<const R: usize>(
     acc
 }
 
-/// Writes result `r` (lane `l` = weight row `8 gi + l`) to `vals[(r0 + r) * cols + 8 gi + l]`, for the
-/// weight rows below `cols`.
+/// Writes result `r` (lane `l` = weight row `8 gi + l`) to row `r0 + r` of `out`, column `8 gi + l`, for
+/// the weight rows inside the tile.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store<const R: usize>(
-    res: [__m256; R],
-    r0: usize,
-    gi: usize,
-    vals: &mut [f32],
-    cols: usize,
-) {
-    let width = GROUP.min(cols - GROUP * gi);
+unsafe fn store<const R: usize>(res: [__m256; R], r0: usize, gi: usize, out: &mut OutTile) {
+    let width = GROUP.min(out.cols() - GROUP * gi);
     for (r, v) in res.iter().enumerate() {
-        let at = (r0 + r) * cols + GROUP * gi;
+        let dst = &mut out.row(r0 + r)[GROUP * gi..GROUP * gi + width];
         if width == GROUP {
-            _mm256_storeu_ps(vals[at..at + GROUP].as_mut_ptr(), *v);
+            _mm256_storeu_ps(dst.as_mut_ptr(), *v);
         } else {
             let mut lanes = [0f32; GROUP];
             _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
-            vals[at..at + width].copy_from_slice(&lanes[..width]);
+            dst.copy_from_slice(&lanes[..width]);
         }
     }
 }
 
 /// Runs `$group::<…, R>` over every group of `$w` and the activation rows four at a time.
 macro_rules! over_groups {
-    ($w:expr, $nb:expr, $gbb:expr, $acts:expr, $vals:expr, $cols:expr, |$g:ident, $tile:ident| $call:expr) => {{
+    ($w:expr, $nb:expr, $gbb:expr, $acts:expr, $out:expr, |$g:ident, $tile:ident| $call:expr) => {{
         let acts = $acts;
         check_rows($nb, acts);
         for (gi, gdata) in $w.chunks_exact($nb * $gbb).enumerate() {
@@ -355,7 +350,7 @@ macro_rules! over_groups {
                 macro_rules! run {
                     ($r:literal) => {{
                         let $tile: [_; $r] = std::array::from_fn(|i| acts[r0 + i]);
-                        store::<$r>($call, r0, gi, $vals, $cols)
+                        store::<$r>($call, r0, gi, $out)
                     }};
                 }
                 match n {
@@ -379,8 +374,8 @@ fn check_rows<A>(nb: usize, acts: &[&[A]]) {
 }
 
 /// Groups of a 32-element type (`w`: whole groups of `nb` group blocks) against up to eight activation
-/// rows: `vals[i * cols + j]` = weight row `j` · activation row `i` (`cols` weight rows, the last group
-/// possibly padded).
+/// rows: `out` row `i`, column `j` = weight row `j` · activation row `i` (`out.cols()` weight rows, the
+/// last group possibly padded).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -390,28 +385,27 @@ pub unsafe fn dot_small_groups(
     w: &[u8],
     nb: usize,
     acts: &[&[Q8Block]],
-    vals: &mut [f32],
-    cols: usize,
+    out: &mut OutTile,
 ) {
     let gbb = group_block_bytes(ty);
     match ty {
         QuantType::Q4_0 => {
-            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q4_0, _>(
+            over_groups!(w, nb, gbb, acts, out, |g, t| small_group::<Q4_0, _>(
                 g, nb, t
             ))
         }
         QuantType::Q4_1 => {
-            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q4_1, _>(
+            over_groups!(w, nb, gbb, acts, out, |g, t| small_group::<Q4_1, _>(
                 g, nb, t
             ))
         }
         QuantType::Q5_0 => {
-            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q5_0, _>(
+            over_groups!(w, nb, gbb, acts, out, |g, t| small_group::<Q5_0, _>(
                 g, nb, t
             ))
         }
         QuantType::Q8_0 => {
-            over_groups!(w, nb, gbb, acts, vals, cols, |g, t| small_group::<Q8_0, _>(
+            over_groups!(w, nb, gbb, acts, out, |g, t| small_group::<Q8_0, _>(
                 g, nb, t
             ))
         }
@@ -429,13 +423,12 @@ pub unsafe fn dot_k_groups(
     w: &[u8],
     nb: usize,
     acts: &[&[Q8KBlock]],
-    vals: &mut [f32],
-    cols: usize,
+    out: &mut OutTile,
 ) {
     let gbb = group_block_bytes(ty);
     match ty {
-        QuantType::Q4K => over_groups!(w, nb, gbb, acts, vals, cols, |g, t| q4k_group(g, nb, t)),
-        QuantType::Q6K => over_groups!(w, nb, gbb, acts, vals, cols, |g, t| q6k_group(g, nb, t)),
+        QuantType::Q4K => over_groups!(w, nb, gbb, acts, out, |g, t| q4k_group(g, nb, t)),
+        QuantType::Q6K => over_groups!(w, nb, gbb, acts, out, |g, t| q6k_group(g, nb, t)),
         _ => unreachable!("32-element types use dot_small_groups"),
     }
 }

@@ -19,7 +19,7 @@ use self::activation::{quantize_rows, Q8Block, Q8KBlock};
 pub use self::formats::{dequantize_block, QuantType};
 use self::packed::{group_block_bytes, GROUP};
 use super::isa::Isa;
-use super::tiling::for_each_block;
+use super::tiling::{for_each_block, OutTile};
 use crate::{Error, Result};
 #[cfg(target_arch = "x86_64")]
 pub(crate) use avx2::hsum as hsum_avx2;
@@ -160,14 +160,15 @@ impl QuantMatrix {
             COL_TILE.is_multiple_of(GROUP),
             "column tiles are whole groups"
         );
-        for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, rows, c0, cols, vals| {
+        for_each_block::<ROW_TILE, COL_TILE, _>(m, n, out, |r0, c0, mut out| {
+            let (rows, cols) = (out.rows(), out.cols());
             let tile_acts: [&[A]; ROW_TILE] = std::array::from_fn(|i| {
                 let r = (r0 + i).min(m - 1);
                 &acts[r * per_row..(r + 1) * per_row]
             });
             let (g0, g1) = (c0 / GROUP, (c0 + cols).div_ceil(GROUP));
             let w = &self.packed[g0 * group_bytes..g1 * group_bytes];
-            groups(isa, self.ty, w, per_row, &tile_acts[..rows], vals, cols);
+            groups(isa, self.ty, w, per_row, &tile_acts[..rows], &mut out);
         });
     }
 }
@@ -177,8 +178,8 @@ impl QuantMatrix {
 const COL_TILE: usize = 32;
 
 /// A kernel over whole groups of weight rows (`nb` blocks each) and a tile of activation rows, writing
-/// `vals[i * cols + j]` for activation row `i` and weight row `j < cols`.
-type GroupsFn<A> = fn(Isa, QuantType, &[u8], usize, &[&[A]], &mut [f32], usize);
+/// row `i` of the tile, column `j` for activation row `i` and weight row `j < out.cols()`.
+type GroupsFn<A> = fn(Isa, QuantType, &[u8], usize, &[&[A]], &mut OutTile);
 
 /// The portable kernels over groups: each weight row's GGUF blocks rebuilt, then every (activation row,
 /// weight row) pair on its own.
@@ -187,10 +188,10 @@ fn scalar_groups<A>(
     w: &[u8],
     nb: usize,
     acts: &[&[A]],
-    vals: &mut [f32],
-    cols: usize,
+    out: &mut OutTile,
     dot: impl Fn(&[u8], &[A]) -> f32,
 ) {
+    let cols = out.cols();
     let (bb, gbb) = (ty.block_bytes(), group_block_bytes(ty));
     let mut row = vec![0u8; nb * bb];
     for j in 0..cols {
@@ -199,7 +200,7 @@ fn scalar_groups<A>(
             packed::unpack_block(ty, gb, j % GROUP, o);
         }
         for (i, a) in acts.iter().enumerate() {
-            vals[i * cols + j] = dot(&row, a);
+            out.row(i)[j] = dot(&row, a);
         }
     }
 }
@@ -210,16 +211,13 @@ fn dot_small_groups(
     w: &[u8],
     nb: usize,
     acts: &[&[Q8Block]],
-    vals: &mut [f32],
-    cols: usize,
+    out: &mut OutTile,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => unsafe { avx2::dot_small_groups(ty, w, nb, acts, vals, cols) },
-        _ => scalar_groups(ty, w, nb, acts, vals, cols, |wr, a| {
-            scalar::dot_small(ty, wr, a)
-        }),
+        Isa::Avx2 => unsafe { avx2::dot_small_groups(ty, w, nb, acts, out) },
+        _ => scalar_groups(ty, w, nb, acts, out, |wr, a| scalar::dot_small(ty, wr, a)),
     }
 }
 
@@ -229,15 +227,12 @@ fn dot_k_groups(
     w: &[u8],
     nb: usize,
     acts: &[&[Q8KBlock]],
-    vals: &mut [f32],
-    cols: usize,
+    out: &mut OutTile,
 ) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx2 => unsafe { avx2::dot_k_groups(ty, w, nb, acts, vals, cols) },
-        _ => scalar_groups(ty, w, nb, acts, vals, cols, |wr, a| {
-            scalar::dot_k(ty, wr, a)
-        }),
+        Isa::Avx2 => unsafe { avx2::dot_k_groups(ty, w, nb, acts, out) },
+        _ => scalar_groups(ty, w, nb, acts, out, |wr, a| scalar::dot_k(ty, wr, a)),
     }
 }
