@@ -213,14 +213,189 @@ fn axpy_scalar(acc: &mut [f32], w: f32, v: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn item_avx2(inputs: &Inputs, item: &WorkItem, local: &mut [f32]) {
-    item_body!(inputs, item, local, avx2::dot, avx2::scale, avx2::axpy)
+    if inputs.spec.head_dim.is_multiple_of(8) {
+        avx2::item_blocked(inputs, item, local)
+    } else {
+        item_body!(inputs, item, local, avx2::dot, avx2::scale, avx2::axpy)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
+    use super::{Inputs, WorkItem};
     use crate::cpu::quant::hsum_avx2 as hsum;
+
+    /// Lane `j` = the sum of `v[j]`'s lanes (a fixed order).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn sum_each(v: &[__m256; 8]) -> __m256 {
+        let h01 = _mm256_hadd_ps(v[0], v[1]);
+        let h23 = _mm256_hadd_ps(v[2], v[3]);
+        let h45 = _mm256_hadd_ps(v[4], v[5]);
+        let h67 = _mm256_hadd_ps(v[6], v[7]);
+        let g0 = _mm256_hadd_ps(h01, h23);
+        let g1 = _mm256_hadd_ps(h45, h67);
+        _mm256_add_ps(
+            _mm256_permute2f128_ps(g0, g1, 0x20),
+            _mm256_permute2f128_ps(g0, g1, 0x31),
+        )
+    }
+
+    /// `e^x` for `x <= 0` (relative error ~2e-7; below -87 it returns e^-87, and `-inf` gives that too,
+    /// which only ever scales an empty accumulator): `2^n · p(r)` with `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
+    /// `p` the degree-6 Taylor polynomial.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn exp_neg(x: __m256) -> __m256 {
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
+        let n = _mm256_round_ps(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        );
+        // ln 2 in two parts, so n · LN2_HI is exact.
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let pow2 = _mm256_slli_epi32(
+            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+            23,
+        );
+        _mm256_mul_ps(p, _mm256_castsi256_ps(pow2))
+    }
+
+    /// Scores of one query head (`q`, `d` values) against keys `0..count` (`count <= 8`) of the rows at
+    /// `keys` (`d` apart): lane `j` = `q · key j` (lanes past `count` repeat the last key).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot8(q: *const f32, keys: *const f32, count: usize, d: usize) -> __m256 {
+        let rows: [*const f32; 8] = std::array::from_fn(|j| keys.add(j.min(count - 1) * d));
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for i in (0..d).step_by(8) {
+            let qv = _mm256_loadu_ps(q.add(i));
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(row.add(i)), *a);
+            }
+        }
+        sum_each(&acc)
+    }
+
+    /// `acc[col..col + 8 NV] = alpha · acc + Σ_p w[p] · values[p][col..]` over `n` value rows (`d` apart),
+    /// the accumulator held in registers for the whole block.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_values<const NV: usize>(
+        acc: *mut f32,
+        alpha: f32,
+        w: &[f32],
+        values: *const f32,
+        d: usize,
+    ) {
+        let av = _mm256_set1_ps(alpha);
+        let mut a: [__m256; NV] =
+            std::array::from_fn(|i| _mm256_mul_ps(_mm256_loadu_ps(acc.add(8 * i)), av));
+        for (p, &wp) in w.iter().enumerate() {
+            let wv = _mm256_set1_ps(wp);
+            let row = values.add(p * d);
+            for (i, ai) in a.iter_mut().enumerate() {
+                *ai = _mm256_fmadd_ps(wv, _mm256_loadu_ps(row.add(8 * i)), *ai);
+            }
+        }
+        for (i, ai) in a.iter().enumerate() {
+            _mm256_storeu_ps(acc.add(8 * i), *ai);
+        }
+    }
+
+    /// One work item for head sizes that are a multiple of 8: per block of keys, the scores of eight keys
+    /// at a time (eight dot products reduced together), the online softmax on whole vectors with a
+    /// polynomial `exp`, and the value rows accumulated into registers (64 values of a head at a time).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, FMA and F16C; `head_dim` is a multiple of 8.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn item_blocked(inp: &Inputs, item: &WorkItem, local: &mut [f32]) {
+        let spec = inp.spec;
+        let (d, bs) = (spec.head_dim, spec.block_size);
+        let group = inp.num_heads / spec.num_kv_heads;
+        let span = &inp.meta.seqs[item.seq];
+        let past = span.context_len - span.query_len;
+        let stride = bs.next_multiple_of(8);
+        let mut scores = vec![0f32; group * stride];
+        let mut maxes = vec![f32::NEG_INFINITY; group];
+        let mut sums = vec![0f32; group];
+        let score_scale = _mm256_set1_ps(inp.scale);
+        for qi in 0..item.num_queries {
+            let token = span.query_start + item.first_query + qi;
+            let visible = past + item.first_query + qi + 1;
+            let q_rows = &inp.q[(token * inp.num_heads + item.kv_head * group) * d..][..group * d];
+            let accs = &mut local[qi * group * d..][..group * d];
+            maxes.fill(f32::NEG_INFINITY);
+            sums.fill(0.0);
+            for (b, &block) in span.block_table.iter().enumerate() {
+                let start = b * bs;
+                if start >= visible {
+                    break;
+                }
+                let n = bs.min(visible - start);
+                let base = spec.offset(block as usize * bs, item.kv_head);
+                let keys = inp.k_cache[base..][..n * d].as_ptr();
+                let values = inp.v_cache[base..][..n * d].as_ptr();
+                for g in 0..group {
+                    let q = q_rows[g * d..][..d].as_ptr();
+                    let s = &mut scores[g * stride..][..stride];
+                    for p0 in (0..n).step_by(8) {
+                        let v = _mm256_mul_ps(dot8(q, keys.add(p0 * d), 8.min(n - p0), d), score_scale);
+                        _mm256_storeu_ps(s[p0..p0 + 8].as_mut_ptr(), v);
+                    }
+                    // Lanes past n repeat a real score: harmless for the max, masked out of the sum.
+                    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+                    for p0 in (0..n).step_by(8) {
+                        mv = _mm256_max_ps(mv, _mm256_loadu_ps(s[p0..].as_ptr()));
+                    }
+                    let mut lanes = [0f32; 8];
+                    _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
+                    let new_max = lanes.iter().fold(maxes[g], |a, &v| a.max(v));
+                    let nm = _mm256_set1_ps(new_max);
+                    let mut sv = _mm256_setzero_ps();
+                    for p0 in (0..n).step_by(8) {
+                        let e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s[p0..].as_ptr()), nm));
+                        let live = _mm256_cmpgt_epi32(
+                            _mm256_set1_epi32((n - p0) as i32),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                        );
+                        let e = _mm256_and_ps(e, _mm256_castsi256_ps(live));
+                        _mm256_storeu_ps(s[p0..].as_mut_ptr(), e);
+                        sv = _mm256_add_ps(sv, e);
+                    }
+                    let alpha = if maxes[g] == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        _mm256_cvtss_f32(exp_neg(_mm256_set1_ps(maxes[g] - new_max)))
+                    };
+                    sums[g] = sums[g] * alpha + hsum(sv);
+                    maxes[g] = new_max;
+                    let acc = accs[g * d..][..d].as_mut_ptr();
+                    let mut col = 0;
+                    while col < d {
+                        if d - col >= 64 {
+                            weighted_values::<8>(acc.add(col), alpha, &s[..n], values.add(col), d);
+                            col += 64;
+                        } else {
+                            weighted_values::<1>(acc.add(col), alpha, &s[..n], values.add(col), d);
+                            col += 8;
+                        }
+                    }
+                }
+            }
+            for g in 0..group {
+                scale(&mut accs[g * d..][..d], 1.0 / sums[g]);
+            }
+        }
+    }
 
     /// `a · b` with two 8-lane accumulators, then a scalar tail, in a fixed order.
     ///
