@@ -8,6 +8,7 @@ pub mod quant;
 pub mod rope;
 pub mod rowwise;
 pub mod tiling;
+pub mod vexp;
 
 /// Dot product with eight independent accumulators (lets the compiler vectorise) in a fixed order, so
 /// the result never depends on how callers batch their work.

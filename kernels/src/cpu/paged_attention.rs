@@ -226,6 +226,7 @@ mod avx2 {
 
     use super::{Inputs, WorkItem};
     use crate::cpu::quant::hsum_avx2 as hsum;
+    use crate::cpu::vexp::exp_avx2;
 
     /// Lane `j` = the sum of `v[j]`'s lanes (a fixed order).
     #[inline]
@@ -241,31 +242,6 @@ mod avx2 {
             _mm256_permute2f128_ps(g0, g1, 0x20),
             _mm256_permute2f128_ps(g0, g1, 0x31),
         )
-    }
-
-    /// `e^x` for `x <= 0` (relative error ~2e-7; below -87 it returns e^-87, and `-inf` gives that too,
-    /// which only ever scales an empty accumulator): `2^n · p(r)` with `x = n ln 2 + r`, `|r| <= ln 2 / 2`,
-    /// `p` the degree-6 Taylor polynomial.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn exp_neg(x: __m256) -> __m256 {
-        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.0));
-        let n = _mm256_round_ps(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
-        );
-        // ln 2 in two parts, so n · LN2_HI is exact.
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.0 / 720.0);
-        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
-        }
-        let pow2 = _mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
-            23,
-        );
-        _mm256_mul_ps(p, _mm256_castsi256_ps(pow2))
     }
 
     /// Scores of one query head (`q`, `d` values) against keys `0..count` (`count <= 8`) of the rows at
@@ -312,7 +288,7 @@ mod avx2 {
 
     /// One work item for head sizes that are a multiple of 8: per block of keys, the scores of eight keys
     /// at a time (eight dot products reduced together), the online softmax on whole vectors with a
-    /// polynomial `exp`, and the value rows accumulated into registers (64 values of a head at a time).
+    /// polynomial `exp` ([`exp_avx2`]), and the value rows accumulated into registers (64 values of a head at a time).
     ///
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; `head_dim` is a multiple of 8.
@@ -348,7 +324,8 @@ mod avx2 {
                     let q = q_rows[g * d..][..d].as_ptr();
                     let s = &mut scores[g * stride..][..stride];
                     for p0 in (0..n).step_by(8) {
-                        let v = _mm256_mul_ps(dot8(q, keys.add(p0 * d), 8.min(n - p0), d), score_scale);
+                        let v =
+                            _mm256_mul_ps(dot8(q, keys.add(p0 * d), 8.min(n - p0), d), score_scale);
                         _mm256_storeu_ps(s[p0..p0 + 8].as_mut_ptr(), v);
                     }
                     // Lanes past n repeat a real score: harmless for the max, masked out of the sum.
@@ -362,7 +339,7 @@ mod avx2 {
                     let nm = _mm256_set1_ps(new_max);
                     let mut sv = _mm256_setzero_ps();
                     for p0 in (0..n).step_by(8) {
-                        let e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s[p0..].as_ptr()), nm));
+                        let e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s[p0..].as_ptr()), nm));
                         let live = _mm256_cmpgt_epi32(
                             _mm256_set1_epi32((n - p0) as i32),
                             _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
@@ -374,7 +351,7 @@ mod avx2 {
                     let alpha = if maxes[g] == f32::NEG_INFINITY {
                         0.0
                     } else {
-                        _mm256_cvtss_f32(exp_neg(_mm256_set1_ps(maxes[g] - new_max)))
+                        _mm256_cvtss_f32(exp_avx2(_mm256_set1_ps(maxes[g] - new_max)))
                     };
                     sums[g] = sums[g] * alpha + hsum(sv);
                     maxes[g] = new_max;
