@@ -177,4 +177,76 @@ fn main() {
             );
         }
     }
+    if filters.is_empty() || filters.iter().any(|f| f.as_str() == "attention") {
+        attention_bench(quick);
+    }
+}
+
+/// Paged attention, portable family vs AVX2, per layer of a decode step (`seqs` sequences of `context`
+/// tokens, one query each) and of a prefill chunk (one sequence, `context` queries), block size 16.
+fn attention_bench(quick: bool) {
+    use ember_kernels::cpu::paged_attention::attend_with;
+    use ember_kernels::{AttentionMetadata, KvCacheSpec, SeqSpan};
+    println!(
+        "\n{:<13} {:<22} {:>11} {:>11} {:>7}",
+        "model", "attention (per layer)", "scalar ms", "avx2 ms", "ratio"
+    );
+    let bs = 16;
+    // (model, heads, kv heads, head dim)
+    let models = [("smollm2-135m", 9, 3, 64), ("qwen2.5-0.5b", 14, 2, 64)];
+    // (sequences, context, queries per sequence)
+    let shapes: &[(usize, usize, usize)] = if quick {
+        &[(32, 512, 1)]
+    } else {
+        &[(1, 512, 1), (32, 512, 1), (1, 512, 512)]
+    };
+    for (model, h, kvh, d) in models {
+        for &(seqs, context, queries) in shapes {
+            let blocks_per_seq = context.div_ceil(bs);
+            let spec = KvCacheSpec {
+                num_blocks: seqs * blocks_per_seq,
+                block_size: bs,
+                num_kv_heads: kvh,
+                head_dim: d,
+            };
+            let cache = random(spec.num_blocks * bs * kvh * d, 7);
+            let mut meta = AttentionMetadata::default();
+            for s in 0..seqs {
+                let table: Vec<u32> = (0..blocks_per_seq)
+                    .map(|b| (s * blocks_per_seq + b) as u32)
+                    .collect();
+                let start = meta.slot_mapping.len();
+                meta.slot_mapping.extend(
+                    (context - queries..context).map(|p| table[p / bs] as usize * bs + p % bs),
+                );
+                meta.seqs.push(SeqSpan {
+                    query_start: start,
+                    query_len: queries,
+                    context_len: context,
+                    block_table: table,
+                });
+            }
+            let q = random(seqs * queries * h * d, 8);
+            let mut out = vec![0f32; q.len()];
+            let scale = 1.0 / (d as f32).sqrt();
+            let mut run = |isa: Isa| {
+                time(|| {
+                    attend_with(isa, &q, &cache, &cache, &spec, &meta, h, scale, &mut out);
+                    black_box(&out);
+                })
+            };
+            let (t_scalar, t_avx2) = (run(Isa::Scalar), run(Isa::detect()));
+            let what = if queries == 1 {
+                format!("decode {seqs} x {context}")
+            } else {
+                format!("prefill {queries} tokens")
+            };
+            println!(
+                "{model:<13} {what:<22} {:>11.3} {:>11.3} {:>6.2}x",
+                t_scalar * 1e3,
+                t_avx2 * 1e3,
+                t_scalar / t_avx2
+            );
+        }
+    }
 }

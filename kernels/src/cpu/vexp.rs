@@ -1,5 +1,5 @@
-//! A vector `exp` for the AVX2 kernels (softmax weights, SiLU): libm's scalar `expf` per element was a
-//! visible share of a decode step.
+//! A vector `exp` for the AVX2 attention's softmax weights (libm's scalar `expf` per score was a visible
+//! share of a decode step). SiLU keeps libm's `exp`: its result is held to candle's bits.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
