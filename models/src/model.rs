@@ -266,6 +266,12 @@ impl DecoderModel {
                 "logits index {bad} outside a batch of {tokens}"
             )));
         }
+        on_pool_worker(|| self.forward_checked(batch, cache))
+    }
+
+    /// [`DecoderModel::forward`] once its inputs are checked.
+    fn forward_checked(&self, batch: &ForwardBatch, cache: &mut PagedKvCache) -> Result<Tensor> {
+        let tokens = batch.num_tokens();
         let ids = Tensor::new(batch.token_ids.as_slice(), &self.device)?;
         let mut x = self.embed_tokens.forward(&ids)?.to_dtype(self.dtype)?;
         let step = Step {
@@ -291,5 +297,18 @@ impl DecoderModel {
         let rows = Tensor::new(rows.as_slice(), &self.device)?;
         let x = self.norm.forward(&x.index_select(&rows, 0)?)?;
         Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+    }
+}
+
+/// Runs `f` on a worker thread of rayon's global pool (directly if this already is one). The CPU kernels
+/// split every matmul, attention and norm across the pool; forked from a worker, each split is plain
+/// work stealing, where from any other thread each one was handed to the pool while the caller slept
+/// until it finished (two context switches per op, hundreds of ops per step: a third of a batch-1 decode
+/// step of the 135M model went to that).
+fn on_pool_worker<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
     }
 }
