@@ -249,7 +249,10 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot8(q: *const f32, keys: *const f32, count: usize, d: usize) -> __m256 {
-        let rows: [*const f32; 8] = std::array::from_fn(|j| keys.add(j.min(count - 1) * d));
+        let mut rows = [keys; 8];
+        for (j, row) in rows.iter_mut().enumerate() {
+            *row = keys.add(j.min(count - 1) * d);
+        }
         let mut acc = [_mm256_setzero_ps(); 8];
         for i in (0..d).step_by(8) {
             let qv = _mm256_loadu_ps(q.add(i));
@@ -272,8 +275,10 @@ mod avx2 {
         d: usize,
     ) {
         let av = _mm256_set1_ps(alpha);
-        let mut a: [__m256; NV] =
-            std::array::from_fn(|i| _mm256_mul_ps(_mm256_loadu_ps(acc.add(8 * i)), av));
+        let mut a = [_mm256_setzero_ps(); NV];
+        for (i, ai) in a.iter_mut().enumerate() {
+            *ai = _mm256_mul_ps(_mm256_loadu_ps(acc.add(8 * i)), av);
+        }
         for (p, &wp) in w.iter().enumerate() {
             let wv = _mm256_set1_ps(wp);
             let row = values.add(p * d);

@@ -102,7 +102,10 @@ unsafe fn small_group<const T: u8, const R: usize>(
     let mut acc_min = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let gb = g.add(blk * gbb);
-        let a: [&Q8Block; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk));
+        let mut a = [acts[0].get_unchecked(blk); R];
+        for (ar, act) in a.iter_mut().zip(&acts) {
+            *ar = act.get_unchecked(blk);
+        }
         let mut isum = [_mm256_setzero_si256(); R];
         if T == Q8_0 {
             for gi in 0..8 {
@@ -169,7 +172,10 @@ unsafe fn small_group<const T: u8, const R: usize>(
             }
         }
     }
-    std::array::from_fn(|r| _mm256_add_ps(acc[r], acc_min[r]))
+    for (a, m) in acc.iter_mut().zip(&acc_min) {
+        *a = _mm256_add_ps(*a, *m);
+    }
+    acc
 }
 
 /// Q4_K: one group against `R` activation rows. Per sub-block of 32 the rows' 16-bit sums (eight 4-bit
@@ -187,7 +193,10 @@ unsafe fn q4k_group<const R: usize>(
     let mut acc_min = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let gb = g.add(blk * gbb);
-        let a: [&Q8KBlock; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk));
+        let mut a = [acts[0].get_unchecked(blk); R];
+        for (ar, act) in a.iter_mut().zip(&acts) {
+            *ar = act.get_unchecked(blk);
+        }
         let mut isum = [_mm256_setzero_si256(); R];
         for j in 0..8 {
             // Row r's scale in i16 lanes 2r and 2r + 1.
@@ -211,9 +220,10 @@ unsafe fn q4k_group<const R: usize>(
                 isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(acc16[r], sc));
             }
         }
-        let mins: [__m256i; 4] = std::array::from_fn(|p| {
-            _mm256_cvtepu8_epi16(_mm_loadu_si128(gb.add(96 + 16 * p) as *const __m128i))
-        });
+        let mut mins = [_mm256_setzero_si256(); 4];
+        for (p, mv) in mins.iter_mut().enumerate() {
+            *mv = _mm256_cvtepu8_epi16(_mm_loadu_si128(gb.add(96 + 16 * p) as *const __m128i));
+        }
         let (d, dmin) = (f16x8(gb), f16x8(gb.add(16)));
         for r in 0..R {
             // Sub-block sums s0..s7 (pairs of 16-sums) as i16 lanes 0..4 and 8..12 of the hadd.
@@ -233,7 +243,10 @@ unsafe fn q4k_group<const R: usize>(
             );
         }
     }
-    std::array::from_fn(|r| _mm256_sub_ps(acc[r], acc_min[r]))
+    for (a, m) in acc.iter_mut().zip(&acc_min) {
+        *a = _mm256_sub_ps(*a, *m);
+    }
+    acc
 }
 
 /// The 6-bit quants (0..64) of element group `x` (0..8) of a Q6_K chunk: low nibbles from `ql`, two high
@@ -274,7 +287,10 @@ unsafe fn q6k_group<const R: usize>(
     let mut acc = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let gb = g.add(blk * gbb);
-        let a: [&Q8KBlock; R] = std::array::from_fn(|r| acts[r].get_unchecked(blk));
+        let mut a = [acts[0].get_unchecked(blk); R];
+        for (ar, act) in a.iter_mut().zip(&acts) {
+            *ar = act.get_unchecked(blk);
+        }
         let mut isum = [_mm256_setzero_si256(); R];
         let mut offset = [_mm256_setzero_si256(); R];
         for c in 0..8 {
@@ -284,10 +300,19 @@ unsafe fn q6k_group<const R: usize>(
                 _mm256_cvtepi8_epi16(_mm_shuffle_epi8(raw, even)),
                 _mm256_cvtepi8_epi16(_mm_shuffle_epi8(raw, odd)),
             ];
-            let ql: [__m256i; 4] = std::array::from_fn(|v| load(gb.add(144 + 128 * c + 32 * v)));
-            let qh: [__m256i; 2] = std::array::from_fn(|h| load(gb.add(1168 + 64 * c + 32 * h)));
+            let mut ql = [_mm256_setzero_si256(); 4];
+            for (v, q) in ql.iter_mut().enumerate() {
+                *q = load(gb.add(144 + 128 * c + 32 * v));
+            }
+            let qh = [
+                load(gb.add(1168 + 64 * c)),
+                load(gb.add(1168 + 64 * c + 32)),
+            ];
             for (h, sc) in scales.iter().enumerate() {
-                let w: [__m256i; 4] = std::array::from_fn(|t| q6k_weights(&ql, &qh, 4 * h + t));
+                let mut w = [_mm256_setzero_si256(); 4];
+                for (t, wt) in w.iter_mut().enumerate() {
+                    *wt = q6k_weights(&ql, &qh, 4 * h + t);
+                }
                 for r in 0..R {
                     let x = a[r].qs.as_ptr().add(32 * c + 16 * h);
                     let s0 = _mm256_add_epi16(
@@ -353,7 +378,8 @@ macro_rules! over_groups {
                 let n = (acts.len() - r0).min($max);
                 macro_rules! run {
                     ($r:literal) => {{
-                        let $tile: [_; $r] = std::array::from_fn(|i| acts[r0 + i]);
+                        let mut $tile = [acts[r0]; $r];
+                        $tile.copy_from_slice(&acts[r0..r0 + $r]);
                         store::<$r>($call, r0, gi, $out)
                     }};
                 }
