@@ -9,19 +9,36 @@ pub enum RopeStyle {
 }
 
 /// Inverse frequencies for rotary embeddings; angles are computed in f64 from exact integer positions so
-/// long contexts do not lose precision.
+/// long contexts do not lose precision. The cos/sin of the first [`CACHED_POSITIONS`] positions are
+/// computed once here (every layer of every step needs them; computing them per layer was ~1% of a
+/// prefill), later ones on demand.
 #[derive(Debug, Clone)]
 pub struct RopeTable {
     inv_freq: Vec<f64>,
     style: RopeStyle,
+    /// Per cached position: `head_dim / 2` cosines then as many sines.
+    cached: Vec<f32>,
 }
+
+/// Positions whose cos/sin a [`RopeTable`] keeps (1 MiB for a 64-dimension head).
+pub const CACHED_POSITIONS: usize = 4096;
 
 impl RopeTable {
     pub fn new(head_dim: usize, theta: f64, style: RopeStyle) -> Self {
-        let inv_freq = (0..head_dim / 2)
+        let inv_freq: Vec<f64> = (0..head_dim / 2)
             .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
             .collect();
-        Self { inv_freq, style }
+        let mut cached = Vec::with_capacity(CACHED_POSITIONS * head_dim);
+        for position in 0..CACHED_POSITIONS {
+            let (cos, sin) = angles(&inv_freq, position);
+            cached.extend(cos);
+            cached.extend(sin);
+        }
+        Self {
+            inv_freq,
+            style,
+            cached,
+        }
     }
 
     pub fn head_dim(&self) -> usize {
@@ -32,14 +49,25 @@ impl RopeTable {
         self.style
     }
 
-    /// `(cos, sin)` of each frequency at `position`.
-    pub fn cos_sin(&self, position: usize) -> (Vec<f32>, Vec<f32>) {
-        self.inv_freq
-            .iter()
-            .map(|f| {
-                let angle = position as f64 * f;
-                (angle.cos() as f32, angle.sin() as f32)
-            })
-            .unzip()
+    /// `f(cos, sin)` with the cos and sin of each frequency at `position`.
+    pub fn with_cos_sin<R>(&self, position: usize, f: impl FnOnce(&[f32], &[f32]) -> R) -> R {
+        let half = self.inv_freq.len();
+        if position < CACHED_POSITIONS {
+            let both = &self.cached[position * 2 * half..(position + 1) * 2 * half];
+            f(&both[..half], &both[half..])
+        } else {
+            let (cos, sin) = angles(&self.inv_freq, position);
+            f(&cos, &sin)
+        }
     }
+}
+
+fn angles(inv_freq: &[f64], position: usize) -> (Vec<f32>, Vec<f32>) {
+    inv_freq
+        .iter()
+        .map(|f| {
+            let angle = position as f64 * f;
+            (angle.cos() as f32, angle.sin() as f32)
+        })
+        .unzip()
 }

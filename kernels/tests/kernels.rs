@@ -208,7 +208,8 @@ fn matmul_matches_f64_reference_and_is_row_invariant() {
 #[test]
 fn rope_styles_rotate_the_right_pairs() {
     let d = 8;
-    let positions = [0usize, 1, 5, 1000];
+    // Both sides of the cached range (`CACHED_POSITIONS` = 4096) and far past it.
+    let positions = [0usize, 1, 5, 1000, 4095, 4096, 50_000];
     let x: Vec<f32> = (0..positions.len() * d)
         .map(|i| (i % 7) as f32 - 3.0)
         .collect();

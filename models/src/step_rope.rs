@@ -21,9 +21,10 @@ impl StepRope {
         let mut cos = Vec::with_capacity(positions.len() * half);
         let mut sin = Vec::with_capacity(positions.len() * half);
         for &p in positions {
-            let (c, s) = table.cos_sin(p);
-            cos.extend(c);
-            sin.extend(s);
+            table.with_cos_sin(p, |c, s| {
+                cos.extend_from_slice(c);
+                sin.extend_from_slice(s);
+            });
         }
         let shape = (positions.len(), 1, half);
         Ok(Self {
