@@ -59,6 +59,39 @@ unsafe fn load(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
+/// The low and high nibbles of each byte of `q`, as bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn split_nibbles(q: __m256i) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0xF);
+    (
+        _mm256_and_si256(q, m4),
+        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+    )
+}
+
+/// `acc16 += lo · x[4 i..4 i + 4] + hi · x[16 + 4 i..16 + 4 i + 4]` per row lane: the weight vectors of
+/// element groups `i` and `4 + i` of a 32-element span whose activations start at `x`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn add_group_pair(acc16: &mut __m256i, lo: __m256i, hi: __m256i, x: *const i8, i: usize) {
+    let s = _mm256_add_epi16(
+        _mm256_maddubs_epi16(lo, bcast4(x.add(4 * i))),
+        _mm256_maddubs_epi16(hi, bcast4(x.add(16 + 4 * i))),
+    );
+    *acc16 = _mm256_add_epi16(*acc16, s);
+}
+
+/// Block `blk` of each of the `R` activation rows.
+#[inline]
+unsafe fn block_of<'a, B, const R: usize>(acts: &[&'a [B]; R], blk: usize) -> [&'a B; R] {
+    let mut a = [acts[0].get_unchecked(blk); R];
+    for (ar, act) in a.iter_mut().zip(acts) {
+        *ar = act.get_unchecked(blk);
+    }
+    a
+}
+
 const Q4_0: u8 = 0;
 const Q4_1: u8 = 1;
 const Q5_0: u8 = 2;
@@ -96,16 +129,12 @@ unsafe fn small_group<const T: u8, const R: usize>(
         Q5_0 => group_block_bytes(QuantType::Q5_0),
         _ => group_block_bytes(QuantType::Q8_0),
     };
-    let m4 = _mm256_set1_epi8(0xF);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     let mut acc_min = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let gb = g.add(blk * gbb);
-        let mut a = [acts[0].get_unchecked(blk); R];
-        for (ar, act) in a.iter_mut().zip(&acts) {
-            *ar = act.get_unchecked(blk);
-        }
+        let a = block_of(&acts, blk);
         let mut isum = [_mm256_setzero_si256(); R];
         if T == Q8_0 {
             for gi in 0..8 {
@@ -130,21 +159,14 @@ unsafe fn small_group<const T: u8, const R: usize>(
             for part in (0..4).step_by(per_part) {
                 let mut acc16 = [_mm256_setzero_si256(); R];
                 for i in part..part + per_part {
-                    let q = load(qs.add(32 * i));
-                    let mut lo = _mm256_and_si256(q, m4);
-                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    let (mut lo, mut hi) = split_nibbles(load(qs.add(32 * i)));
                     if T == Q5_0 {
                         let b4 = _mm256_set1_epi8(0x10);
                         lo = _mm256_or_si256(lo, _mm256_and_si256(bit_to_4(qh, i), b4));
                         hi = _mm256_or_si256(hi, _mm256_and_si256(bit_to_4(qh, 4 + i), b4));
                     }
                     for r in 0..R {
-                        let x = a[r].qs.as_ptr();
-                        let s = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(lo, bcast4(x.add(4 * i))),
-                            _mm256_maddubs_epi16(hi, bcast4(x.add(16 + 4 * i))),
-                        );
-                        acc16[r] = _mm256_add_epi16(acc16[r], s);
+                        add_group_pair(&mut acc16[r], lo, hi, a[r].qs.as_ptr(), i);
                     }
                 }
                 for r in 0..R {
@@ -188,15 +210,11 @@ unsafe fn q4k_group<const R: usize>(
     acts: [&[Q8KBlock]; R],
 ) -> [__m256; R] {
     let gbb = group_block_bytes(QuantType::Q4K);
-    let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); R];
     let mut acc_min = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let gb = g.add(blk * gbb);
-        let mut a = [acts[0].get_unchecked(blk); R];
-        for (ar, act) in a.iter_mut().zip(&acts) {
-            *ar = act.get_unchecked(blk);
-        }
+        let a = block_of(&acts, blk);
         let mut isum = [_mm256_setzero_si256(); R];
         for j in 0..8 {
             // Row r's scale in i16 lanes 2r and 2r + 1.
@@ -204,16 +222,9 @@ unsafe fn q4k_group<const R: usize>(
             let sc = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(s8, s8));
             let mut acc16 = [_mm256_setzero_si256(); R];
             for i in 0..4 {
-                let q = load(gb.add(160 + 128 * j + 32 * i));
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let (lo, hi) = split_nibbles(load(gb.add(160 + 128 * j + 32 * i)));
                 for r in 0..R {
-                    let x = a[r].qs.as_ptr().add(32 * j);
-                    let s = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo, bcast4(x.add(4 * i))),
-                        _mm256_maddubs_epi16(hi, bcast4(x.add(16 + 4 * i))),
-                    );
-                    acc16[r] = _mm256_add_epi16(acc16[r], s);
+                    add_group_pair(&mut acc16[r], lo, hi, a[r].qs.as_ptr().add(32 * j), i);
                 }
             }
             for r in 0..R {
@@ -287,10 +298,7 @@ unsafe fn q6k_group<const R: usize>(
     let mut acc = [_mm256_setzero_ps(); R];
     for blk in 0..nb {
         let gb = g.add(blk * gbb);
-        let mut a = [acts[0].get_unchecked(blk); R];
-        for (ar, act) in a.iter_mut().zip(&acts) {
-            *ar = act.get_unchecked(blk);
-        }
+        let a = block_of(&acts, blk);
         let mut isum = [_mm256_setzero_si256(); R];
         let mut offset = [_mm256_setzero_si256(); R];
         for c in 0..8 {
