@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::dot;
 use super::isa::Isa;
-use crate::{AttentionMetadata, KvCacheSpec};
+use crate::{AttentionMetadata, KvCacheSpec, SeqSpan};
 
 /// Query tokens one work item handles: small enough to spread a long prefill over all cores.
 const QUERY_CHUNK: usize = 16;
@@ -20,6 +20,39 @@ struct WorkItem {
     kv_head: usize,
     first_query: usize,
     num_queries: usize,
+}
+
+impl WorkItem {
+    /// For query `qi` of the item: its token's index in the batch and how many positions it sees
+    /// (causal: its own and everything before it).
+    fn query(&self, span: &SeqSpan, qi: usize) -> (usize, usize) {
+        let past = span.context_len - span.query_len;
+        (
+            span.query_start + self.first_query + qi,
+            past + self.first_query + qi + 1,
+        )
+    }
+}
+
+/// The cache blocks of `span` that `visible` positions reach: for each, the offset of its rows for
+/// `kv_head` (positions of one block and KV head are adjacent rows) and how many of them count.
+fn visible_blocks<'a>(
+    spec: &'a KvCacheSpec,
+    span: &'a SeqSpan,
+    kv_head: usize,
+    visible: usize,
+) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let bs = spec.block_size;
+    span.block_table
+        .iter()
+        .enumerate()
+        .take_while(move |(b, _)| b * bs < visible)
+        .map(move |(b, &block)| {
+            (
+                spec.offset(block as usize * bs, kv_head),
+                bs.min(visible - b * bs),
+            )
+        })
 }
 
 /// Everything an item reads.
@@ -137,26 +170,16 @@ macro_rules! item_body {
         let (d, bs) = (spec.head_dim, spec.block_size);
         let group = inp.num_heads / spec.num_kv_heads;
         let span = &inp.meta.seqs[item.seq];
-        let past = span.context_len - span.query_len;
         let mut scores = vec![0f32; group * bs];
         let mut maxes = vec![f32::NEG_INFINITY; group];
         let mut sums = vec![0f32; group];
         for qi in 0..item.num_queries {
-            let token = span.query_start + item.first_query + qi;
-            // Causal: this query sees its own position and everything before it.
-            let visible = past + item.first_query + qi + 1;
+            let (token, visible) = item.query(span, qi);
             let q_rows = &inp.q[(token * inp.num_heads + item.kv_head * group) * d..][..group * d];
             let accs = &mut local[qi * group * d..][..group * d];
             maxes.fill(f32::NEG_INFINITY);
             sums.fill(0.0);
-            for (b, &block) in span.block_table.iter().enumerate() {
-                let start = b * bs;
-                if start >= visible {
-                    break;
-                }
-                let n = bs.min(visible - start);
-                // Positions of one block and KV head are adjacent rows of the cache.
-                let base = spec.offset(block as usize * bs, item.kv_head);
+            for (base, n) in visible_blocks(spec, span, item.kv_head, visible) {
                 let keys = &inp.k_cache[base..][..n * d];
                 let values = &inp.v_cache[base..][..n * d];
                 for (p, k_row) in keys.chunks_exact(d).enumerate() {
@@ -224,7 +247,7 @@ unsafe fn item_avx2(inputs: &Inputs, item: &WorkItem, local: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::{Inputs, WorkItem};
+    use super::{visible_blocks, Inputs, WorkItem};
     use crate::cpu::quant::hsum_avx2 as hsum;
     use crate::cpu::vexp::exp_avx2;
 
@@ -303,26 +326,18 @@ mod avx2 {
         let (d, bs) = (spec.head_dim, spec.block_size);
         let group = inp.num_heads / spec.num_kv_heads;
         let span = &inp.meta.seqs[item.seq];
-        let past = span.context_len - span.query_len;
         let stride = bs.next_multiple_of(8);
         let mut scores = vec![0f32; group * stride];
         let mut maxes = vec![f32::NEG_INFINITY; group];
         let mut sums = vec![0f32; group];
         let score_scale = _mm256_set1_ps(inp.scale);
         for qi in 0..item.num_queries {
-            let token = span.query_start + item.first_query + qi;
-            let visible = past + item.first_query + qi + 1;
+            let (token, visible) = item.query(span, qi);
             let q_rows = &inp.q[(token * inp.num_heads + item.kv_head * group) * d..][..group * d];
             let accs = &mut local[qi * group * d..][..group * d];
             maxes.fill(f32::NEG_INFINITY);
             sums.fill(0.0);
-            for (b, &block) in span.block_table.iter().enumerate() {
-                let start = b * bs;
-                if start >= visible {
-                    break;
-                }
-                let n = bs.min(visible - start);
-                let base = spec.offset(block as usize * bs, item.kv_head);
+            for (base, n) in visible_blocks(spec, span, item.kv_head, visible) {
                 let keys = inp.k_cache[base..][..n * d].as_ptr();
                 let values = inp.v_cache[base..][..n * d].as_ptr();
                 for g in 0..group {
