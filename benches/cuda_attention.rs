@@ -11,6 +11,10 @@ use candle_core::{DType, Device, Tensor};
 use ember_kernels::cuda::{paged_attention, CudaLayerKvCache, GpuAttentionMetadata};
 use ember_kernels::{AttentionMetadata, KvCacheDtype, KvCacheSpec, SeqSpan};
 
+#[path = "common/tail_queries.rs"]
+mod tail_queries;
+use tail_queries::tail_queries;
+
 const HEADS: usize = 32;
 const KV_HEADS: usize = 8;
 const HEAD_DIM: usize = 128;
@@ -85,21 +89,7 @@ fn setup(
             .unwrap();
         cache.write(&k, &v, &m).unwrap();
     }
-    let meta = AttentionMetadata {
-        slot_mapping: (0..seqs)
-            .flat_map(|s| {
-                (ctx - q_len..ctx).map(move |p| (s * per_seq + p / BLOCK) * BLOCK + p % BLOCK)
-            })
-            .collect(),
-        seqs: (0..seqs)
-            .map(|s| SeqSpan {
-                query_start: s * q_len,
-                query_len: q_len,
-                context_len: ctx,
-                block_table: (0..per_seq).map(|b| (s * per_seq + b) as u32).collect(),
-            })
-            .collect(),
-    };
+    let meta = tail_queries(seqs, ctx, q_len, BLOCK);
     let gmeta = GpuAttentionMetadata::upload(&meta, seqs * q_len, &spec, cuda).unwrap();
     let q = Tensor::randn(0f32, 1.0, (seqs * q_len, HEADS, HEAD_DIM), dev)
         .unwrap()

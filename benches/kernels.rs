@@ -12,6 +12,9 @@ use ember_kernels::{matmul_t, quant_matmul_t, Isa, QuantMatrix};
 #[path = "common/timing.rs"]
 mod timing;
 use timing::{random, time};
+#[path = "common/tail_queries.rs"]
+mod tail_queries;
+use tail_queries::tail_queries;
 
 /// Read bandwidth in GB/s of summing a 256 MiB buffer, on `threads` threads.
 fn read_bandwidth(threads: usize) -> f64 {
@@ -186,7 +189,7 @@ fn main() {
 /// tokens, one query each) and of a prefill chunk (one sequence, `context` queries), block size 16.
 fn attention_bench(quick: bool) {
     use ember_kernels::cpu::paged_attention::attend_with;
-    use ember_kernels::{AttentionMetadata, KvCacheSpec, SeqSpan};
+    use ember_kernels::KvCacheSpec;
     println!(
         "\n{:<13} {:<22} {:>11} {:>11} {:>7}",
         "model", "attention (per layer)", "scalar ms", "avx2 ms", "ratio"
@@ -210,22 +213,7 @@ fn attention_bench(quick: bool) {
                 head_dim: d,
             };
             let cache = random(spec.num_blocks * bs * kvh * d, 7);
-            let mut meta = AttentionMetadata::default();
-            for s in 0..seqs {
-                let table: Vec<u32> = (0..blocks_per_seq)
-                    .map(|b| (s * blocks_per_seq + b) as u32)
-                    .collect();
-                let start = meta.slot_mapping.len();
-                meta.slot_mapping.extend(
-                    (context - queries..context).map(|p| table[p / bs] as usize * bs + p % bs),
-                );
-                meta.seqs.push(SeqSpan {
-                    query_start: start,
-                    query_len: queries,
-                    context_len: context,
-                    block_table: table,
-                });
-            }
+            let meta = tail_queries(seqs, context, queries, bs);
             let q = random(seqs * queries * h * d, 8);
             let mut out = vec![0f32; q.len()];
             let scale = 1.0 / (d as f32).sqrt();
