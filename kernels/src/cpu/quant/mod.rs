@@ -93,15 +93,8 @@ impl QuantMatrix {
 
     /// Row `row`'s GGUF blocks, as they were in the file.
     pub fn row_blocks(&self, row: usize) -> Vec<u8> {
-        let (bb, gbb) = (self.ty.block_bytes(), group_block_bytes(self.ty));
-        let mut out = vec![0u8; self.blocks() * bb];
-        for (g, o) in self
-            .group(row / GROUP)
-            .chunks_exact(gbb)
-            .zip(out.chunks_exact_mut(bb))
-        {
-            packed::unpack_block(self.ty, g, row % GROUP, o);
-        }
+        let mut out = vec![0u8; self.blocks() * self.ty.block_bytes()];
+        packed::unpack_row(self.ty, self.group(row / GROUP), row % GROUP, &mut out);
         out
     }
 
@@ -192,13 +185,15 @@ fn scalar_groups<A>(
     dot: impl Fn(&[u8], &[A]) -> f32,
 ) {
     let cols = out.cols();
-    let (bb, gbb) = (ty.block_bytes(), group_block_bytes(ty));
-    let mut row = vec![0u8; nb * bb];
+    let group_bytes = nb * group_block_bytes(ty);
+    let mut row = vec![0u8; nb * ty.block_bytes()];
     for j in 0..cols {
-        let g = &w[j / GROUP * nb * gbb..][..nb * gbb];
-        for (gb, o) in g.chunks_exact(gbb).zip(row.chunks_exact_mut(bb)) {
-            packed::unpack_block(ty, gb, j % GROUP, o);
-        }
+        packed::unpack_row(
+            ty,
+            &w[j / GROUP * group_bytes..][..group_bytes],
+            j % GROUP,
+            &mut row,
+        );
         for (i, a) in acts.iter().enumerate() {
             out.row(i)[j] = dot(&row, a);
         }

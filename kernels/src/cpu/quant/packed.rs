@@ -198,6 +198,17 @@ fn pack_row(ty: QuantType, raw: &[u8], r: usize, g: &mut [u8]) {
     }
 }
 
+/// The GGUF blocks (into `out`, `ty.block_bytes()` each) of row `r` of a group's consecutive group
+/// blocks `group`.
+pub fn unpack_row(ty: QuantType, group: &[u8], r: usize, out: &mut [u8]) {
+    for (g, o) in group
+        .chunks_exact(group_block_bytes(ty))
+        .zip(out.chunks_exact_mut(ty.block_bytes()))
+    {
+        unpack_block(ty, g, r, o);
+    }
+}
+
 /// The GGUF bytes (`ty.block_bytes()` of them, into `out`) of row `r` of a group block `g`.
 pub fn unpack_block(ty: QuantType, g: &[u8], r: usize, out: &mut [u8]) {
     out[..ty.block_bytes()].fill(0);
