@@ -83,9 +83,15 @@ fn note_fallback(e: &Error) {
     );
 }
 
+/// Opens CUDA device `ordinal` with one stream of its own. candle's plain `Device::new_cuda` issues work
+/// on the *per-thread* default stream, so work issued from two threads (the engine thread, a pool worker,
+/// the thread that loaded the weights) lands on two unordered streams: a tensor freed on one can be reused
+/// while a kernel on the other still reads it (seen on the H100 as illegal addresses in `ember eval`, gone
+/// under `CUDA_LAUNCH_BLOCKING=1`), and `synchronize` waits for the calling thread's stream alone. With a
+/// stream of its own, the order of the work is the order the host issued it, whatever the thread.
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
-    Device::new_cuda(ordinal).map_err(|e| {
+    Device::new_cuda_with_stream(ordinal).map_err(|e| {
         // candle appends a backtrace; the first line says why.
         let why = e.to_string();
         Error::Device(format!(

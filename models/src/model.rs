@@ -266,7 +266,12 @@ impl DecoderModel {
                 "logits index {bad} outside a batch of {tokens}"
             )));
         }
-        on_pool_worker(|| self.forward_checked(batch, cache))
+        if self.device.is_cpu() {
+            on_pool_worker(|| self.forward_checked(batch, cache))
+        } else {
+            // An accelerator's work is issued from the caller's thread: no pool hop per step.
+            self.forward_checked(batch, cache)
+        }
     }
 
     /// [`DecoderModel::forward`] once its inputs are checked.
