@@ -9,10 +9,13 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use ember_kernels::cuda::{paged_attention, CudaLayerKvCache, GpuAttentionMetadata};
-use ember_kernels::{AttentionMetadata, KvCacheDtype, KvCacheSpec, SeqSpan};
+use ember_kernels::{AttentionMetadata, DeviceChoice, KvCacheDtype, KvCacheSpec, SeqSpan};
 
+#[path = "common/gpu_copy.rs"]
+mod gpu_copy;
 #[path = "common/tail_queries.rs"]
 mod tail_queries;
+use gpu_copy::copy_bandwidth;
 use tail_queries::tail_queries;
 
 const HEADS: usize = 32;
@@ -100,7 +103,7 @@ fn setup(
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
-    let dev = match Device::new_cuda(0) {
+    let dev = match DeviceChoice::Cuda(0).open() {
         Ok(d) => d,
         Err(e) => {
             let why = e.to_string();
@@ -113,18 +116,10 @@ fn main() {
     let mut table = Vec::new();
 
     // Copy ceiling: 1 GiB device-to-device, counting bytes read plus written.
-    let n = 1usize << 29;
-    let src = Tensor::randn(0f32, 1.0, n / 2, &dev)
-        .unwrap()
-        .to_dtype(DType::BF16)
-        .unwrap();
-    let secs = time(&dev, || {
-        let _ = src.copy().unwrap();
-    });
-    let copy_gbs = 2.0 * (n as f64) / secs / 1e9;
+    let copy_gbs = copy_bandwidth(&dev);
     println!(
         "{{\"kind\":\"copy\",\"bytes\":{},\"gbs\":{copy_gbs:.1}}}",
-        n * 2
+        1u64 << 30
     );
 
     // Prefill: one sequence of `s` tokens, causal, all of it computed (flops = 2·2·s²/2·h·d).

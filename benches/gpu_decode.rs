@@ -1,14 +1,15 @@
 //! Decode throughput of a model on a CUDA device against the batch-1 roofline (bf16 weight bytes read
 //! per step ÷ the device's measured copy bandwidth), at batch 1, 64 and 256, each sequence with a
-//! 128-token context then 32 decode steps; each step's logits are copied to the host as the engine does.
+//! 128-token context then 32 decode steps; each step's greedy tokens are picked on the device and copied
+//! to the host, as the engine does for temperature-0 requests.
 //! `cargo bench --features cuda --bench gpu_decode -- [MODEL | --random qwen2.5-1.5b] [--kv fp8]`.
 //! Without the real weights at hand (a GPU machine has no network), `--random qwen2.5-1.5b` times random
 //! weights of Qwen2.5-Coder-1.5B's shape: the same bytes and kernels, so the same speed.
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use ember_kernels::KvCacheDtype;
+use candle_core::{DType, Device};
+use ember_kernels::{argmax_rows, DeviceChoice, KvCacheDtype};
 use ember_models::config::ModelConfig;
 use ember_models::loader::{self, LoadOptions};
 use ember_models::model::DecoderModel;
@@ -16,28 +17,10 @@ use ember_models::random_model::{qwen2_5_1_5b_config, RandomWeights};
 
 #[path = "common/decode.rs"]
 mod decode;
+#[path = "common/gpu_copy.rs"]
+mod gpu_copy;
 use decode::DecodeWorkload;
-
-/// Device-to-device copy bandwidth in GB/s (bytes read + written), median of 20 copies of 1 GiB.
-fn copy_bandwidth(dev: &Device) -> f64 {
-    let n = 1usize << 29; // bf16 elements: 1 GiB
-    let src = Tensor::randn(0f32, 1.0, n, dev)
-        .and_then(|t| t.to_dtype(DType::BF16))
-        .expect("buffer");
-    let mut times = Vec::new();
-    for i in 0..23 {
-        dev.synchronize().unwrap();
-        let t = Instant::now();
-        let dst = src.copy().expect("copy");
-        dev.synchronize().unwrap();
-        if i >= 3 {
-            times.push(t.elapsed().as_secs_f64());
-        }
-        drop(dst);
-    }
-    times.sort_by(f64::total_cmp);
-    2.0 * (n * 2) as f64 / times[times.len() / 2] / 1e9
-}
+use gpu_copy::copy_bandwidth;
 
 /// Bytes of matmul weights one decode step reads (the embedding gather is negligible; a tied table is
 /// read once, as the LM head).
@@ -52,13 +35,12 @@ fn decode(model: &DecoderModel, batch: usize, dev: &Device) -> (f64, f64) {
     let steps = 32;
     let (workload, mut cache) = DecodeWorkload::new(model, batch, 128, steps);
     workload.prefill(model, &mut cache);
+    let rows: Vec<u32> = (0..batch as u32).collect();
     let step = |i: usize, cache: &mut _| {
-        // The engine samples on the host: the logits come back every step.
-        workload
-            .step(model, cache, i)
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .expect("logits");
+        // Greedy requests, as the engine serves them: each row's token picked on the device, only the
+        // ids copied back.
+        let logits = workload.step(model, cache, i);
+        argmax_rows(&logits, &rows).expect("greedy tokens");
     };
     step(0, &mut cache); // warm-up: module loads, cuBLAS handles
     dev.synchronize().unwrap();
@@ -76,7 +58,7 @@ fn main() {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let dev = match Device::new_cuda(0) {
+    let dev = match DeviceChoice::Cuda(0).open() {
         Ok(d) => d,
         Err(e) => {
             let why = e.to_string();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 3] = ["flash_prefill", "paged_decode", "cache_write"];
+const KERNELS: [&str; 4] = ["flash_prefill", "paged_decode", "cache_write", "argmax"];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -6,9 +6,9 @@
 #   bash scripts/gpu-run.sh e2e              carry [".gpu"]: the CUDA engine end to end (below)
 #   bash scripts/gpu-run.sh [all] [quick]    both (may not fit one 10-minute call: prefer two calls)
 # e2e: the CUDA-vs-CPU engine tests (greedy tokens, fp8 vs bf16 KV logits, pool sizing), `ember generate
-# --device cuda`, decode tok/s vs the batch-1 roofline at batch 1/64/256 (bf16 and fp8 KV), and the
-# arc_easy (200 docs) accuracy with --kv-cache-dtype auto vs fp8. A row whose model was not staged says
-# so and is skipped. Logs go to $OUT (or /tmp/ember-gpu); a table is printed last.
+# --device cuda`, decode tok/s vs the batch-1 roofline at batch 1/64/256 (bf16 and fp8 KV), `ember bench`
+# in-process (greedy), and the arc_easy (200 docs) accuracy with --kv-cache-dtype auto vs fp8. A row whose
+# model was not staged says so and is skipped. Logs go to $OUT (or /tmp/ember-gpu); a table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/ember-gpu}"
@@ -103,6 +103,15 @@ if [ "$mode" = e2e ] || [ "$mode" = all ]; then
     "$bin/gpu_decode" "${target[@]}" --kv "$kv" 2>&1 | tee "$out/decode_$kv.log"
     while read -r l; do row "decode, KV $kv" "$l"; done < <(grep -E '^(model|skipping)' "$out/decode_$kv.log"; grep -E '^\| [0-9]' "$out/decode_$kv.log" | awk -F'|' '{for (i = 2; i <= 5; i++) gsub(/^ +| +$/, "", $i); printf "batch %s: %s tok/s, %s ms/step, %s of the weight-read bound\n", $2, $3, $4, $5}')
   done
+
+  echo "== serving benchmark (in-process, greedy)"
+  if have_model qwen2.5-coder-0.5b-instruct; then
+    "$bin/ember" bench --model qwen2.5-coder-0.5b-instruct --device cuda --num-prompts 256 \
+      --random-input-len 512 --random-output-len 128 --ignore-eos 2>&1 | tee "$out/serve_bench.log"
+    row "ember bench, 256 x (512 in, 128 out)" "exit ${PIPESTATUS[0]}: $(grep -E 'Output token throughput|Mean TTFT|Mean TPOT' "$out/serve_bench.log" | tr -s ' ' | tr '\n' ';')"
+  else
+    row "ember bench" "skipped: qwen2.5-coder-0.5b-instruct not staged"
+  fi
 
   echo "== fp8 KV accuracy delta (arc_easy, 200 docs)"
   if have_model qwen2.5-coder-0.5b-instruct && [ -f "$EMBER_HOME/data/arc_easy/test.jsonl" ]; then

@@ -15,7 +15,7 @@ use crate::config::{CacheConfig, SchedulerConfig};
 use crate::detokenizer::IncrementalDetokenizer;
 use crate::error::{Error, Result, SchedulerError, ValidationError};
 use crate::metrics::{EngineMetrics, MetricsSnapshot};
-use crate::model_runner::ModelRunner;
+use crate::model_runner::{ModelRunner, RowUse};
 use crate::request::{FinishReason, Request, RequestId, RequestStatus, StopCause};
 use crate::sampler::{self, SampleRow, TokenLogprobs};
 use crate::scheduler::Scheduler;
@@ -363,24 +363,21 @@ impl LlmEngine {
         self.metrics
             .iteration_tokens
             .observe(plan.num_batched_tokens as f64);
-        let logits = {
-            let chunks = self.scheduler.seq_chunks(&plan);
-            self.runner.execute(&self.model.model, &chunks)?
-        };
-        let mut sampled = HashMap::new();
-        let mut sampled_logprobs: HashMap<RequestId, TokenLogprobs> = HashMap::new();
-        let mut rows = Vec::new();
-        let mut row = 0;
+        // Which logits rows each scheduled chunk scores (prompt logprobs) and samples, decided before the
+        // forward so that greedy rows can be reduced to their token where the logits are.
+        let mut row_plans = Vec::with_capacity(plan.scheduled.len());
+        let mut uses = Vec::new();
         for s in &plan.scheduled {
             let n = s.num_logits_rows();
+            let first_row = uses.len();
+            uses.resize(first_row + n, RowUse::Skip);
             let Some(req) = self.scheduler.request(s.id.as_str()) else {
-                row += n;
                 continue;
             };
+            let mut prompt = None;
             if let LogitsWanted::Tail(_) = s.wants_logits {
                 // The rows are the chunk's last n tokens; row i scores the prompt token after its position.
                 // Targets already scored (a pass before a preemption) are not scored twice.
-                let k = req.sampling.prompt_logprobs.unwrap_or(0);
                 let next_wanted = match self.tracked.get(&s.id) {
                     Some(t) => req.first_prompt_logprob() + t.prompt_logprobs.len(),
                     None => usize::MAX,
@@ -388,21 +385,53 @@ impl LlmEngine {
                 let first_target = s.num_computed_before + s.num_new_tokens - n + 1;
                 let start = first_target.max(next_wanted).min(req.num_prompt_tokens());
                 let end = (first_target + n).min(req.num_prompt_tokens()).max(start);
+                let first = first_row + start - first_target;
+                uses[first..first + (end - start)].fill(RowUse::Full);
+                prompt = Some((first, start, end));
+            }
+            let mut sample_row = None;
+            if s.samples && n > 0 {
+                let r = first_row + n - 1;
+                if uses[r] == RowUse::Skip && sampler::is_raw_argmax(req) {
+                    uses[r] = RowUse::Argmax;
+                } else {
+                    uses[r] = RowUse::Full;
+                }
+                sample_row = Some(r);
+            }
+            row_plans.push((s.id.clone(), prompt, sample_row));
+        }
+        let logits = {
+            let chunks = self.scheduler.seq_chunks(&plan);
+            self.runner.execute(&self.model.model, &chunks, &uses)?
+        };
+        let mut sampled = HashMap::new();
+        let mut sampled_logprobs: HashMap<RequestId, TokenLogprobs> = HashMap::new();
+        let mut rows = Vec::new();
+        for (id, prompt, sample_row) in row_plans {
+            let Some(req) = self.scheduler.request(id.as_str()) else {
+                continue;
+            };
+            if let Some((first, start, end)) = prompt {
+                let k = req.sampling.prompt_logprobs.unwrap_or(0);
                 let targets = &req.prompt_token_ids()[start..end];
                 let scored = sampler::prompt_logprobs(
-                    logits.rows(row + start - first_target, targets.len()),
+                    logits.rows(first, targets.len()),
                     logits.vocab,
                     targets,
                     k,
                 );
-                if let Some(t) = self.tracked.get_mut(&s.id) {
+                if let Some(t) = self.tracked.get_mut(&id) {
                     t.prompt_logprobs.extend(scored);
                 }
             }
-            if s.samples && n > 0 {
-                rows.push((s.id.clone(), row + n - 1));
+            match sample_row.map(|r| (r, logits.greedy(r))) {
+                Some((_, Some(token))) => {
+                    sampled.insert(id, token);
+                }
+                Some((r, None)) => rows.push((id, r)),
+                None => {}
             }
-            row += n;
         }
         let sample_rows: Vec<SampleRow> = rows
             .iter()
@@ -413,12 +442,14 @@ impl LlmEngine {
             })
             .collect();
         let outputs = sampler::sample_batch(&sample_rows);
+        drop(sample_rows);
         for ((id, _), out) in rows.iter().zip(outputs) {
             sampled.insert(id.clone(), out.token);
             if let Some(lp) = out.logprobs {
                 sampled_logprobs.insert(id.clone(), lp);
             }
         }
+        self.runner.recycle(logits);
         let finished = self.scheduler.update_from_output(&plan, &sampled);
         let now = Instant::now();
         let mut finished_reasons: HashMap<RequestId, (FinishReason, Request)> = finished

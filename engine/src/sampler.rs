@@ -81,6 +81,20 @@ pub fn sample(row: &SampleRow<'_>) -> SampleOutput {
     SampleOutput { token, logprobs }
 }
 
+/// Whether `req`'s next token is the plain argmax of the raw logits: greedy, no logprobs, and no logits
+/// processor that would change a value (min_tokens masking still active, logit bias, penalties — keep in
+/// step with `apply_processors`). Such a row's token can be picked on the device that holds the logits.
+pub fn is_raw_argmax(req: &Request) -> bool {
+    let p = &req.sampling;
+    p.is_greedy()
+        && p.logprobs.is_none()
+        && p.logit_bias.is_empty()
+        && p.repetition_penalty == 1.0
+        && p.frequency_penalty == 0.0
+        && p.presence_penalty == 0.0
+        && req.output_token_ids().len() >= p.min_tokens
+}
+
 /// Logprobs of `token` and the top `k` alternatives under log-softmax of `logits`.
 pub fn token_logprobs(logits: &[f32], token: u32, k: usize) -> TokenLogprobs {
     let lse = log_sum_exp(logits);
@@ -347,6 +361,78 @@ mod tests {
             let x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
             assert_eq!(x, uniform(7, i));
         }
+    }
+
+    /// A row `is_raw_argmax` passes gets the token the device picks (the first largest raw logit, what
+    /// `ember_kernels::argmax_rows` returns); every processor that changes logits takes a row off that path.
+    #[test]
+    fn raw_argmax_rows_sample_the_first_largest_raw_logit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let greedy = SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        };
+        for case in 0..50 {
+            // Few distinct values, so ties are common; NaN and -inf sprinkled in.
+            let logits: Vec<f32> = (0..97)
+                .map(|i| match (rng.next_u64() % 13, i % 17) {
+                    (0, _) => f32::NAN,
+                    (1, _) => f32::NEG_INFINITY,
+                    (r, _) => (r % 4) as f32 - (case % 3) as f32,
+                })
+                .collect();
+            let req = Request::new(format!("r{case}"), vec![1, 2, 3], greedy.clone());
+            assert!(is_raw_argmax(&req));
+            let out = sample(&SampleRow::new(&logits, &req));
+            assert_eq!(out.token, ember_kernels::first_max(&logits), "case {case}");
+        }
+        assert_eq!(ember_kernels::first_max(&[f32::NAN, f32::NEG_INFINITY]), 0);
+
+        let off_path = [
+            SamplingParams {
+                temperature: 0.7,
+                ..greedy.clone()
+            },
+            SamplingParams {
+                logprobs: Some(0),
+                ..greedy.clone()
+            },
+            SamplingParams {
+                logit_bias: [(5u32, 1.0f32)].into_iter().collect(),
+                ..greedy.clone()
+            },
+            SamplingParams {
+                repetition_penalty: 1.1,
+                ..greedy.clone()
+            },
+            SamplingParams {
+                frequency_penalty: 0.5,
+                ..greedy.clone()
+            },
+            SamplingParams {
+                presence_penalty: -0.5,
+                ..greedy.clone()
+            },
+            SamplingParams {
+                min_tokens: 1,
+                ..greedy.clone()
+            },
+        ];
+        for p in off_path {
+            let req = Request::new("x", vec![1, 2, 3], p.clone());
+            assert!(!is_raw_argmax(&req), "{p:?}");
+        }
+        // min_tokens stops mattering once that many tokens are out.
+        let mut req = Request::new(
+            "y",
+            vec![1],
+            SamplingParams {
+                min_tokens: 1,
+                ..greedy
+            },
+        );
+        req.append_output_token(4);
+        assert!(is_raw_argmax(&req));
     }
 
     #[test]

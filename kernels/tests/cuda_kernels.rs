@@ -11,7 +11,10 @@ use ember_kernels::cuda::{
     kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
     KernelChoice,
 };
-use ember_kernels::{AttentionMetadata, DeviceChoice, KvCacheDtype, KvCacheSpec, SeqSpan};
+use ember_kernels::{
+    argmax_rows, copy_to_host, first_max, AttentionMetadata, DeviceChoice, KvCacheDtype,
+    KvCacheSpec, SeqSpan,
+};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -485,6 +488,98 @@ fn bad_input_is_an_error_not_a_panic() {
         ..meta
     };
     assert!(GpuAttentionMetadata::upload(&bad, 1, &spec, cuda).is_err());
+}
+
+/// The device `DeviceChoice` opens issues its work on one stream of its own, not on CUDA's per-thread
+/// default stream (handle 0x2): the engine thread, a pool worker and the loading thread all queue on it in
+/// the order they issue, and `synchronize` waits for all of it. (On the per-thread stream `ember eval`
+/// hit illegal addresses on the H100: memory freed on one thread's stream reused under another's kernel.)
+#[test]
+fn the_device_queues_every_thread_on_one_stream() {
+    let Some(dev) = gpu() else { return };
+    let Device::Cuda(cuda) = &dev else {
+        unreachable!("a CUDA choice opens a CUDA device")
+    };
+    assert_ne!(cuda.cuda_stream().cu_stream() as usize, 0x2);
+    // Computed on another thread, read here with no wait in between.
+    let a = Tensor::randn(0f32, 1.0, (1024, 1024), &dev).unwrap();
+    let want = {
+        let h = a.to_device(&Device::Cpu).unwrap();
+        h.matmul(&h)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    for _ in 0..4 {
+        let sum = std::thread::scope(|s| {
+            s.spawn(|| a.matmul(&a).unwrap().sum_all().unwrap())
+                .join()
+                .unwrap()
+        });
+        let got = sum.to_scalar::<f32>().unwrap();
+        assert!(
+            (got - want).abs() <= 1e-3 * want.abs().max(1.0),
+            "{got} vs {want}"
+        );
+    }
+}
+
+/// Greedy tokens picked on the device are the host sampler's (`first_max`: lowest index among equal
+/// maxima, NaN never chosen, 0 when nothing beats -inf), on rows full of ties, NaN and -inf, at vocab
+/// sizes that are and are not multiples of the block; `copy_to_host` brings rows back exactly into a
+/// reused buffer.
+#[test]
+fn argmax_rows_and_copy_to_host_match_the_host() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut buffer = Vec::new();
+    for &(rows, vocab) in &[
+        (1usize, 1usize),
+        (3, 5),
+        (7, 1023),
+        (5, 1025),
+        (9, 151_936),
+        (2, 49_152),
+    ] {
+        let mut data: Vec<f32> = (0..rows * vocab)
+            .map(|_| match rng.random_range(0..20) {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                k => (k % 5) as f32,
+            })
+            .collect();
+        // One row of nothing but -inf and NaN: index 0, as on the host.
+        for x in &mut data[..vocab] {
+            *x = if rng.random_bool(0.5) {
+                f32::NAN
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let logits = Tensor::from_vec(data.clone(), (rows, vocab), &dev).unwrap();
+        let mut pick: Vec<u32> = (0..rows as u32).collect();
+        pick.shuffle(&mut rng);
+        pick.truncate(rows.div_ceil(2).max(1));
+        let got = argmax_rows(&logits, &pick).unwrap();
+        let want: Vec<u32> = pick
+            .iter()
+            .map(|&r| first_max(&data[r as usize * vocab..(r as usize + 1) * vocab]))
+            .collect();
+        assert_eq!(got, want, "rows {rows} vocab {vocab} picked {pick:?}");
+        copy_to_host(&logits, &mut buffer).unwrap();
+        assert_eq!(buffer.len(), data.len());
+        assert!(buffer
+            .iter()
+            .zip(&data)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+    let logits = Tensor::zeros((2, 8), DType::F32, &dev).unwrap();
+    assert!(
+        argmax_rows(&logits, &[2]).is_err(),
+        "a row past the end is an error"
+    );
 }
 
 /// Needs no device: the pool sizing arithmetic behind `--gpu-memory-utilization`.

@@ -4,7 +4,8 @@
 //!   fp8 e4m3 with per-tensor scales;
 //! - [`paged_attention`]: causal attention of every token over its sequence's paged context — a
 //!   FlashAttention-2 style tensor-core kernel for prefill chunks, split-K flash-decoding plus a reduce for
-//!   single-token decodes.
+//!   single-token decodes;
+//! - [`argmax_rows`]: greedy tokens picked on the device, so only token ids come back to the host.
 //!
 //! The arguments mean what they mean for the CPU kernels (`cpu::cache_write`, `cpu::paged_attention`):
 //! the same [`crate::KvCacheSpec`] layout (a block is `[num_kv_heads, block_size, head_dim]`) and the same
@@ -12,12 +13,14 @@
 
 mod attention;
 mod cache;
+mod logits;
 mod memory;
 mod metadata;
 pub mod ptx;
 
 pub use attention::{paged_attention, paged_attention_into, KernelChoice};
 pub use cache::CudaLayerKvCache;
+pub use logits::{argmax_rows, copy_to_host};
 pub use memory::{device_memory, kv_blocks_for_memory};
 pub use metadata::GpuAttentionMetadata;
 
@@ -28,6 +31,7 @@ use candle_core::cuda_backend::cudarc::driver::DriverError;
 const MODULE_PREFILL: &str = "ember_flash_prefill";
 const MODULE_DECODE: &str = "ember_paged_decode";
 const MODULE_CACHE: &str = "ember_cache_write";
+const MODULE_ARGMAX: &str = "ember_argmax";
 
 fn cuda_err(e: impl std::fmt::Display) -> Error {
     Error::Candle(candle_core::Error::Msg(format!("cuda: {e}")))
