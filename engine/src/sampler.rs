@@ -13,6 +13,8 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use ember_kernels::first_max;
+
 use crate::request::{Request, SamplingParams};
 
 /// Everything sampling one token needs. [`SampleRow::new`] fills it from a request.
@@ -72,7 +74,7 @@ pub fn sample(row: &SampleRow<'_>) -> SampleOutput {
     let work = process_logits(row);
     let p = row.params;
     let token = if p.is_greedy() {
-        argmax(&work)
+        first_max(&work)
     } else {
         let index = row.output_tokens().len() as u64;
         sample_from(&work, p, uniform(row.seed, index))
@@ -193,19 +195,6 @@ fn apply_processors(row: &SampleRow<'_>, work: &mut [f32]) {
     }
 }
 
-/// Highest logit, lowest id on ties; NaN never wins.
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_v {
-            best = i;
-            best_v = v;
-        }
-    }
-    best as u32
-}
-
 /// Orders by logit descending, then id ascending (NaN last).
 fn desc(logits: &[f32]) -> impl Fn(&u32, &u32) -> std::cmp::Ordering + '_ {
     move |&a, &b| {
@@ -269,7 +258,7 @@ fn sample_from(logits: &[f32], p: &SamplingParams, u: f64) -> u32 {
         .map(nan_low)
         .fold(f32::NEG_INFINITY, f32::max);
     if max == f32::NEG_INFINITY {
-        return argmax(logits);
+        return first_max(logits);
     }
     // Unnormalised probabilities at temperature, relative to the best token (whose weight is 1).
     let inv_t = 1.0 / p.temperature;
@@ -291,7 +280,7 @@ fn sample_from(logits: &[f32], p: &SamplingParams, u: f64) -> u32 {
     if top_k.is_none() && p.top_p >= 1.0 {
         // The whole vocabulary, in id order: no sort.
         let total: f64 = (0..w.len() as u32).map(weight).sum();
-        return pick(0..w.len() as u32, weight, u * total).unwrap_or_else(|| argmax(logits));
+        return pick(0..w.len() as u32, weight, u * total).unwrap_or_else(|| first_max(logits));
     }
     // Candidates best first: top-k, then the top-p nucleus.
     let mut ids: Vec<u32> = (0..w.len() as u32).filter(|&t| weight(t) > 0.0).collect();
@@ -324,7 +313,7 @@ fn sample_from(logits: &[f32], p: &SamplingParams, u: f64) -> u32 {
         ids.truncate(kept.max(1));
     }
     let total: f64 = ids.iter().map(|&t| weight(t)).sum();
-    pick(ids.iter().copied(), weight, u * total).unwrap_or_else(|| argmax(logits))
+    pick(ids.iter().copied(), weight, u * total).unwrap_or_else(|| first_max(logits))
 }
 
 /// The first candidate at which the running weight passes `target` (the last one with weight if rounding
@@ -384,9 +373,20 @@ mod tests {
             let req = Request::new(format!("r{case}"), vec![1, 2, 3], greedy.clone());
             assert!(is_raw_argmax(&req));
             let out = sample(&SampleRow::new(&logits, &req));
-            assert_eq!(out.token, ember_kernels::first_max(&logits), "case {case}");
+            // The rule written out independently: the earliest of the largest values above -inf, else 0.
+            let want = logits
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v > f32::NEG_INFINITY)
+                .fold(None, |best: Option<(usize, f32)>, (i, &v)| match best {
+                    Some((_, b)) if b >= v => best,
+                    _ => Some((i, v)),
+                })
+                .map_or(0, |(i, _)| i as u32);
+            assert_eq!(first_max(&logits), want, "case {case}");
+            assert_eq!(out.token, want, "case {case}");
         }
-        assert_eq!(ember_kernels::first_max(&[f32::NAN, f32::NEG_INFINITY]), 0);
+        assert_eq!(first_max(&[f32::NAN, f32::NEG_INFINITY]), 0);
 
         let off_path = [
             SamplingParams {
