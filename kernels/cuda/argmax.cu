@@ -10,6 +10,18 @@ namespace {
 __device__ __forceinline__ bool beats(float av, int ai, float bv, int bi) {
   return av > bv || (av == bv && ai < bi);
 }
+
+// Leaves the warp's winning (value, index) in every lane.
+__device__ __forceinline__ void warp_argmax(float &best, int &idx) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffff, best, off);
+    const int oi = __shfl_xor_sync(0xffffffff, idx, off);
+    if (beats(ov, oi, best, idx)) {
+      best = ov;
+      idx = oi;
+    }
+  }
+}
 }  // namespace
 
 // One block per output row; `rows[b]` is the logits row it reads.
@@ -26,14 +38,7 @@ extern "C" __global__ void __launch_bounds__(1024)
       idx = i;
     }
   }
-  for (int off = 16; off > 0; off >>= 1) {
-    const float ov = __shfl_xor_sync(0xffffffff, best, off);
-    const int oi = __shfl_xor_sync(0xffffffff, idx, off);
-    if (beats(ov, oi, best, idx)) {
-      best = ov;
-      idx = oi;
-    }
-  }
+  warp_argmax(best, idx);
   __shared__ float warp_best[32];
   __shared__ int warp_idx[32];
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -46,14 +51,7 @@ extern "C" __global__ void __launch_bounds__(1024)
     const int warps = blockDim.x / 32;
     best = lane < warps ? warp_best[lane] : -INFINITY;
     idx = lane < warps ? warp_idx[lane] : 0;
-    for (int off = 16; off > 0; off >>= 1) {
-      const float ov = __shfl_xor_sync(0xffffffff, best, off);
-      const int oi = __shfl_xor_sync(0xffffffff, idx, off);
-      if (beats(ov, oi, best, idx)) {
-        best = ov;
-        idx = oi;
-      }
-    }
+    warp_argmax(best, idx);
     if (lane == 0) out[blockIdx.x] = uint32_t(idx);
   }
 }
