@@ -430,27 +430,18 @@ pub unsafe fn dot_small_groups(
     out: &mut OutTile,
 ) {
     let gbb = group_block_bytes(ty);
+    macro_rules! small {
+        ($t:ty) => {
+            over_groups!(8, w, nb, gbb, acts, out, |g, t| small_group::<$t, _>(
+                g, nb, t
+            ))
+        };
+    }
     match ty {
-        QuantType::Q4_0 => {
-            over_groups!(8, w, nb, gbb, acts, out, |g, t| small_group::<Q4_0, _>(
-                g, nb, t
-            ))
-        }
-        QuantType::Q4_1 => {
-            over_groups!(8, w, nb, gbb, acts, out, |g, t| small_group::<Q4_1, _>(
-                g, nb, t
-            ))
-        }
-        QuantType::Q5_0 => {
-            over_groups!(8, w, nb, gbb, acts, out, |g, t| small_group::<Q5_0, _>(
-                g, nb, t
-            ))
-        }
-        QuantType::Q8_0 => {
-            over_groups!(8, w, nb, gbb, acts, out, |g, t| small_group::<Q8_0, _>(
-                g, nb, t
-            ))
-        }
+        QuantType::Q4_0 => small!(Q4_0),
+        QuantType::Q4_1 => small!(Q4_1),
+        QuantType::Q5_0 => small!(Q5_0),
+        QuantType::Q8_0 => small!(Q8_0),
         QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k_groups"),
     }
 }
