@@ -382,3 +382,19 @@ fn extreme_blocks_do_not_overflow_the_kernels() {
         }
     }
 }
+
+/// The cross-architecture runs (`scripts/test-aarch64.sh`) name the family the CPU must offer, so an
+/// emulator or build that hid the feature fails here instead of testing the portable kernels twice.
+#[test]
+fn the_kernel_family_a_run_expects_is_detected() {
+    let Ok(want) = std::env::var("EMBER_EXPECT_ISA") else {
+        eprintln!("skipped: EMBER_EXPECT_ISA is not set");
+        return;
+    };
+    let got = format!("{:?}", Isa::detect());
+    assert!(
+        got.eq_ignore_ascii_case(&want),
+        "this run expects the {want} kernels, the CPU offers {:?}",
+        Isa::available()
+    );
+}

@@ -10,6 +10,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// AArch64 NEON with the dot-product instructions (`sdot`, ARMv8.2+: Graviton 2+, Ampere, Apple M);
+    /// the quantized matmul uses it, the other kernels run their portable code there.
+    Neon,
 }
 
 impl Isa {
@@ -33,6 +36,10 @@ impl Isa {
             && is_x86_feature_detected!("f16c")
         {
             isas.push(Isa::Avx2);
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            isas.push(Isa::Neon);
         }
         isas
     }

@@ -42,6 +42,7 @@ pub fn matmul_t_with(
 const COL_TILE: usize = 3;
 
 /// Runs the `R x C` AVX2 kernel for the tile's actual shape.
+#[cfg(target_arch = "x86_64")]
 macro_rules! by_shape {
     ($ws:expr, $xs:expr, $out:expr, $(($r:literal, $c:literal)),*) => {
         match ($xs.len(), $ws.len()) {

@@ -16,6 +16,7 @@ use std::arch::x86_64::*;
 
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::QuantType;
+use super::groups::{block_of, over_groups};
 use super::packed::{group_block_bytes, GROUP};
 use crate::cpu::tiling::OutTile;
 
@@ -80,16 +81,6 @@ unsafe fn add_group_pair(acc16: &mut __m256i, lo: __m256i, hi: __m256i, x: *cons
         _mm256_maddubs_epi16(hi, bcast4(x.add(16 + 4 * i))),
     );
     *acc16 = _mm256_add_epi16(*acc16, s);
-}
-
-/// Block `blk` of each of the `R` activation rows.
-#[inline]
-unsafe fn block_of<'a, B, const R: usize>(acts: &[&'a [B]; R], blk: usize) -> [&'a B; R] {
-    let mut a = [acts[0].get_unchecked(blk); R];
-    for (ar, act) in a.iter_mut().zip(acts) {
-        *ar = act.get_unchecked(blk);
-    }
-    a
 }
 
 const Q4_0: u8 = 0;
@@ -372,49 +363,6 @@ unsafe fn store<const R: usize>(res: [__m256; R], r0: usize, gi: usize, out: &mu
     }
 }
 
-/// Runs `$call` (a group kernel for `R` activation rows) over every group of `$w` and the activation rows
-/// up to `$max` at a time: eight for the 32-element types (the weight unpacking shared by more rows),
-/// four for the K-quants (whose per-row sums need more registers; eight measured 4-7% slower).
-macro_rules! over_groups {
-    ($max:literal, $w:expr, $nb:expr, $gbb:expr, $acts:expr, $out:expr, |$g:ident, $tile:ident| $call:expr) => {{
-        let acts = $acts;
-        check_rows($nb, acts);
-        for (gi, gdata) in $w.chunks_exact($nb * $gbb).enumerate() {
-            let $g = gdata.as_ptr();
-            let mut r0 = 0;
-            while r0 < acts.len() {
-                let n = (acts.len() - r0).min($max);
-                macro_rules! run {
-                    ($r:literal) => {{
-                        let mut $tile = [acts[r0]; $r];
-                        $tile.copy_from_slice(&acts[r0..r0 + $r]);
-                        store::<$r>($call, r0, gi, $out)
-                    }};
-                }
-                match n {
-                    1 => run!(1),
-                    2 => run!(2),
-                    3 => run!(3),
-                    4 => run!(4),
-                    5 => run!(5),
-                    6 => run!(6),
-                    7 => run!(7),
-                    _ => run!(8),
-                }
-                r0 += n;
-            }
-        }
-    }};
-}
-
-/// Panics unless every activation row covers the weight row's `nb` blocks (the kernels then read
-/// them unchecked).
-fn check_rows<A>(nb: usize, acts: &[&[A]]) {
-    for a in acts {
-        assert!(a.len() >= nb, "activation row shorter than the weight row");
-    }
-}
-
 /// Groups of a 32-element type (`w`: whole groups of `nb` group blocks) against up to eight activation
 /// rows: `out` row `i`, column `j` = weight row `j` · activation row `i` (`out.cols()` weight rows, the
 /// last group possibly padded).
@@ -432,9 +380,16 @@ pub unsafe fn dot_small_groups(
     let gbb = group_block_bytes(ty);
     macro_rules! small {
         ($t:ty) => {
-            over_groups!(8, w, nb, gbb, acts, out, |g, t| small_group::<$t, _>(
-                g, nb, t
-            ))
+            over_groups!(
+                8,
+                w,
+                nb,
+                gbb,
+                acts,
+                out,
+                store,
+                |g, t| small_group::<$t, _>(g, nb, t)
+            )
         };
     }
     match ty {
@@ -446,7 +401,8 @@ pub unsafe fn dot_small_groups(
     }
 }
 
-/// Groups of a K-quant type against up to eight activation rows, as [`dot_small_groups`].
+/// Groups of a K-quant type against up to eight activation rows, as [`dot_small_groups`], four rows at a
+/// time (their per-row sums need more registers; eight measured 4-7% slower).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -460,8 +416,8 @@ pub unsafe fn dot_k_groups(
 ) {
     let gbb = group_block_bytes(ty);
     match ty {
-        QuantType::Q4K => over_groups!(4, w, nb, gbb, acts, out, |g, t| q4k_group(g, nb, t)),
-        QuantType::Q6K => over_groups!(4, w, nb, gbb, acts, out, |g, t| q6k_group(g, nb, t)),
+        QuantType::Q4K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| q4k_group(g, nb, t)),
+        QuantType::Q6K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| q6k_group(g, nb, t)),
         _ => unreachable!("32-element types use dot_small_groups"),
     }
 }

@@ -10,6 +10,9 @@ pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod formats;
+mod groups;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod quantize_avx2;
@@ -212,6 +215,9 @@ fn dot_small_groups(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Avx2 => unsafe { avx2::dot_small_groups(ty, w, nb, acts, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Neon => unsafe { neon::dot_small_groups(ty, w, nb, acts, out) },
         _ => scalar_groups(ty, w, nb, acts, out, |wr, a| scalar::dot_small(ty, wr, a)),
     }
 }
@@ -228,6 +234,9 @@ fn dot_k_groups(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Avx2 => unsafe { avx2::dot_k_groups(ty, w, nb, acts, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Neon => unsafe { neon::dot_k_groups(ty, w, nb, acts, out) },
         _ => scalar_groups(ty, w, nb, acts, out, |wr, a| scalar::dot_k(ty, wr, a)),
     }
 }
