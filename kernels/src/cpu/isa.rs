@@ -11,7 +11,7 @@ pub enum Isa {
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
     /// AArch64 NEON with the dot-product instructions (`sdot`, ARMv8.2+: Graviton 2+, Ampere, Apple M);
-    /// the quantized matmul uses it, the other kernels run their portable code there.
+    /// the quantized and f32 matmuls use it, the other kernels run their portable code there.
     Neon,
 }
 

@@ -41,13 +41,17 @@ pub fn matmul_t_with(
 /// Weight rows per f32 tile: 4 input rows x 3 weight rows = 12 accumulators, 7 loads per 12 FMAs.
 const COL_TILE: usize = 3;
 
-/// Runs the `R x C` AVX2 kernel for the tile's actual shape.
-#[cfg(target_arch = "x86_64")]
+/// Runs `$family::dot_block` (a SIMD module's `R x C` kernel) for the tile's actual shape.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 macro_rules! by_shape {
-    ($ws:expr, $xs:expr, $out:expr, $(($r:literal, $c:literal)),*) => {
+    ($family:ident, $ws:expr, $xs:expr, $out:expr) => {
+        by_shape!(@shapes $family, $ws, $xs, $out,
+            (1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3), (3, 1), (3, 2), (3, 3), (4, 1), (4, 2), (4, 3))
+    };
+    (@shapes $family:ident, $ws:expr, $xs:expr, $out:expr, $(($r:literal, $c:literal)),*) => {
         match ($xs.len(), $ws.len()) {
             $(($r, $c) => {
-                let res = avx2::dot_block::<$r, $c>(
+                let res = $family::dot_block::<$r, $c>(
                     std::array::from_fn(|j| $ws[j]),
                     std::array::from_fn(|i| $xs[i]),
                 );
@@ -64,25 +68,10 @@ fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut OutTile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller checked that this CPU has the family.
-        Isa::Avx2 => unsafe {
-            by_shape!(
-                ws,
-                xs,
-                out,
-                (1, 1),
-                (1, 2),
-                (1, 3),
-                (2, 1),
-                (2, 2),
-                (2, 3),
-                (3, 1),
-                (3, 2),
-                (3, 3),
-                (4, 1),
-                (4, 2),
-                (4, 3)
-            )
-        },
+        Isa::Avx2 => unsafe { by_shape!(avx2, ws, xs, out) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: the caller checked that this CPU has the family.
+        Isa::Neon => unsafe { by_shape!(neon, ws, xs, out) },
         _ => {
             for (i, x) in xs.iter().enumerate() {
                 for (o, w) in out.row(i).iter_mut().zip(ws) {
@@ -133,6 +122,51 @@ mod avx2 {
                     tail += ws[c][j] * xs[r][j];
                 }
                 out[r][c] = hsum(acc[r][c]) + tail;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+
+    /// `ws[c] · xs[r]` for `R` rows and `C` weight rows: one 4-lane accumulator per pair over 4-value
+    /// steps (12 accumulators for a 4 x 3 tile, enough independent FMAs to fill both pipes), then the
+    /// lanes summed and a scalar tail; the same sequence for every pair whatever `R` and `C` are.
+    ///
+    /// # Safety
+    /// Every row must be as long as `ws[0]`.
+    #[target_feature(enable = "neon")]
+    pub unsafe fn dot_block<const R: usize, const C: usize>(
+        ws: [&[f32]; C],
+        xs: [&[f32]; R],
+    ) -> [[f32; C]; R] {
+        let k = ws[0].len();
+        for row in ws.iter().chain(xs.iter()) {
+            assert_eq!(row.len(), k, "row lengths differ");
+        }
+        let mut acc = [[vdupq_n_f32(0.0); C]; R];
+        let mut i = 0;
+        while i + 4 <= k {
+            let wv: [float32x4_t; C] = std::array::from_fn(|c| vld1q_f32(ws[c].as_ptr().add(i)));
+            for r in 0..R {
+                let xv = vld1q_f32(xs[r].as_ptr().add(i));
+                for c in 0..C {
+                    acc[r][c] = vfmaq_f32(acc[r][c], wv[c], xv);
+                }
+            }
+            i += 4;
+        }
+        let mut out = [[0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                let mut tail = 0f32;
+                for j in i..k {
+                    tail += ws[c][j] * xs[r][j];
+                }
+                out[r][c] = vaddvq_f32(acc[r][c]) + tail;
             }
         }
         out
