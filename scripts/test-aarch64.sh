@@ -3,7 +3,8 @@
 # crate for aarch64-unknown-linux-gnu and runs its tests under qemu's user-mode emulator, whose `-cpu max`
 # has the dot-product instructions. The tests compare every family the CPU offers with the portable
 # kernels bit for bit; EMBER_EXPECT_ISA=neon makes them fail if the family was not detected, so the run
-# cannot quietly test the portable code twice. (Timings under an emulator mean nothing: this is a
+# cannot quietly test the portable code twice. Then the `ember` binary for aarch64 answers a greedy prompt
+# with both registry models through those kernels. (Timings under an emulator mean nothing: this is a
 # correctness run only.)
 #
 # Installs what it lacks, once: the Rust target (rustup), and Debian's cross linker and qemu-user (apt).
@@ -38,3 +39,14 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 export EMBER_EXPECT_ISA=neon
 cargo clippy --release -p ember-kernels --target "$target" --all-targets -- -D warnings
 cargo test --release -p ember-kernels --target "$target" "$@"
+
+# End to end: the registry models (fetched on first use, as on x86) answer through the NEON kernels.
+cargo build --release --target "$target" --bin ember
+ember="${CARGO_TARGET_DIR:-target}/$target/release/ember"
+for model in smollm2-135m-instruct qwen2.5-coder-0.5b-instruct; do
+  # shellcheck disable=SC2086 # the runner is a command line
+  answer=$($CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER "$ember" generate --model "$model" \
+    --prompt "The capital of France is" --max-tokens 8 --temperature 0)
+  echo "test-aarch64: $model, greedy: The capital of France is$answer"
+  grep -q Paris <<<"$answer" || { echo "test-aarch64: $model did not name Paris" >&2; exit 1; }
+done
