@@ -3,7 +3,19 @@
 use std::time::Instant;
 
 /// Seconds per call: the median of three timed runs after one warm-up, each run at least ~40 ms.
-pub fn time(mut f: impl FnMut()) -> f64 {
+///
+/// The calls run on a worker of rayon's global pool, as a model's forward pass runs its kernels (see
+/// `models/src/model.rs`): from any other thread every parallel kernel call is handed to the pool while
+/// the caller sleeps, two context switches (~10 µs here) that the engine never pays.
+pub fn time(f: impl FnMut() + Send) -> f64 {
+    if rayon::current_thread_index().is_some() {
+        time_here(f)
+    } else {
+        rayon::scope(|_| time_here(f))
+    }
+}
+
+fn time_here(mut f: impl FnMut()) -> f64 {
     f();
     let once = {
         let t = Instant::now();
