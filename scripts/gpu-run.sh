@@ -52,6 +52,10 @@ fi
 
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv | tee "$out/gpu.txt"
 echo "binaries built for compute capability $(cat .gpu/compute_cap)"
+# The host CPU and its SIMD extensions: whether this machine could test CPU kernel families that the
+# development machines lack (AVX-512, AVX-VNNI).
+{ grep -m1 'model name' /proc/cpuinfo; grep -m1 -o -E 'avx512[a-z_]*|avx_vnni|amx[a-z_]*' /proc/cpuinfo |
+  sort -u | tr '\n' ' '; echo; } | tee "$out/cpu.txt"
 for f in .gpu/*.xz; do
   t=$(basename "$f" .xz)
   case "$t" in *.jsonl) continue ;; esac
