@@ -82,93 +82,80 @@ fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut OutTile) {
     }
 }
 
+/// A family's `R x C` kernel, `dot_block`: `ws[c] · xs[r]` with one `$lanes`-lane accumulator per pair
+/// over `$lanes`-value steps (`acc = fma(w, x, acc)`), then the lanes summed in the family's fixed order
+/// (`$hsum`) plus a scalar tail; the same sequence for every pair whatever `R` and `C` are.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! dot_block_fn {
+    ($features:literal, $lanes:literal, $zero:expr, $load:path, $hsum:path,
+     |$w:ident, $x:ident, $acc:ident| $fma:expr) => {
+        /// # Safety
+        /// The CPU must have the family's target features; every row must be as long as `ws[0]`.
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_block<const R: usize, const C: usize>(
+            ws: [&[f32]; C],
+            xs: [&[f32]; R],
+        ) -> [[f32; C]; R] {
+            let k = ws[0].len();
+            for row in ws.iter().chain(xs.iter()) {
+                assert_eq!(row.len(), k, "row lengths differ");
+            }
+            let mut acc = [[$zero; C]; R];
+            let mut i = 0;
+            while i + $lanes <= k {
+                let wv: [_; C] = std::array::from_fn(|c| $load(ws[c].as_ptr().add(i)));
+                for r in 0..R {
+                    let $x = $load(xs[r].as_ptr().add(i));
+                    for c in 0..C {
+                        let ($w, $acc) = (wv[c], acc[r][c]);
+                        acc[r][c] = $fma;
+                    }
+                }
+                i += $lanes;
+            }
+            let mut out = [[0f32; C]; R];
+            for r in 0..R {
+                for c in 0..C {
+                    let mut tail = 0f32;
+                    for j in i..k {
+                        tail += ws[c][j] * xs[r][j];
+                    }
+                    out[r][c] = $hsum(acc[r][c]) + tail;
+                }
+            }
+            out
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::cpu::quant::hsum_avx2 as hsum;
 
-    /// `ws[c] · xs[r]` for `R` rows and `C` weight rows: one 8-lane accumulator per pair over 8-value
-    /// steps, then a scalar tail; the same sequence for every pair whatever `R` and `C` are.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA; every row must be as long as `ws[0]`.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_block<const R: usize, const C: usize>(
-        ws: [&[f32]; C],
-        xs: [&[f32]; R],
-    ) -> [[f32; C]; R] {
-        let k = ws[0].len();
-        for row in ws.iter().chain(xs.iter()) {
-            assert_eq!(row.len(), k, "row lengths differ");
-        }
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let mut i = 0;
-        while i + 8 <= k {
-            let wv: [__m256; C] = std::array::from_fn(|c| _mm256_loadu_ps(ws[c].as_ptr().add(i)));
-            for r in 0..R {
-                let xv = _mm256_loadu_ps(xs[r].as_ptr().add(i));
-                for c in 0..C {
-                    acc[r][c] = _mm256_fmadd_ps(wv[c], xv, acc[r][c]);
-                }
-            }
-            i += 8;
-        }
-        let mut out = [[0f32; C]; R];
-        for r in 0..R {
-            for c in 0..C {
-                let mut tail = 0f32;
-                for j in i..k {
-                    tail += ws[c][j] * xs[r][j];
-                }
-                out[r][c] = hsum(acc[r][c]) + tail;
-            }
-        }
-        out
-    }
+    // Eight lanes; 12 accumulators for a 4 x 3 tile.
+    dot_block_fn!(
+        "avx2,fma,f16c",
+        8,
+        _mm256_setzero_ps(),
+        _mm256_loadu_ps,
+        hsum,
+        |w, x, acc| _mm256_fmadd_ps(w, x, acc)
+    );
 }
 
 #[cfg(target_arch = "aarch64")]
 mod neon {
     use std::arch::aarch64::*;
 
-    /// `ws[c] · xs[r]` for `R` rows and `C` weight rows: one 4-lane accumulator per pair over 4-value
-    /// steps (12 accumulators for a 4 x 3 tile, enough independent FMAs to fill both pipes), then the
-    /// lanes summed and a scalar tail; the same sequence for every pair whatever `R` and `C` are.
-    ///
-    /// # Safety
-    /// Every row must be as long as `ws[0]`.
-    #[target_feature(enable = "neon")]
-    pub unsafe fn dot_block<const R: usize, const C: usize>(
-        ws: [&[f32]; C],
-        xs: [&[f32]; R],
-    ) -> [[f32; C]; R] {
-        let k = ws[0].len();
-        for row in ws.iter().chain(xs.iter()) {
-            assert_eq!(row.len(), k, "row lengths differ");
-        }
-        let mut acc = [[vdupq_n_f32(0.0); C]; R];
-        let mut i = 0;
-        while i + 4 <= k {
-            let wv: [float32x4_t; C] = std::array::from_fn(|c| vld1q_f32(ws[c].as_ptr().add(i)));
-            for r in 0..R {
-                let xv = vld1q_f32(xs[r].as_ptr().add(i));
-                for c in 0..C {
-                    acc[r][c] = vfmaq_f32(acc[r][c], wv[c], xv);
-                }
-            }
-            i += 4;
-        }
-        let mut out = [[0f32; C]; R];
-        for r in 0..R {
-            for c in 0..C {
-                let mut tail = 0f32;
-                for j in i..k {
-                    tail += ws[c][j] * xs[r][j];
-                }
-                out[r][c] = vaddvq_f32(acc[r][c]) + tail;
-            }
-        }
-        out
-    }
+    // Four lanes: 12 accumulators for a 4 x 3 tile, enough independent FMAs to fill both pipes.
+    dot_block_fn!(
+        "neon",
+        4,
+        vdupq_n_f32(0.0),
+        vld1q_f32,
+        vaddvq_f32,
+        |w, x, acc| vfmaq_f32(acc, w, x)
+    );
 }

@@ -38,6 +38,73 @@ macro_rules! over_groups {
 }
 pub(super) use over_groups;
 
+/// A kernel family's two entry points, `dot_small_groups` and `dot_k_groups`, compiled with the family's
+/// target features (`$features`; `$requires` words the safety condition). They call the group kernels
+/// (`small_group`, `q4k_group`, `q6k_group`), `store` and the type tags (`Q4_0` ..) of the module that
+/// invokes this: eight activation rows at a time for the 32-element types (the weight unpacking shared
+/// by more rows), four for the K-quants (their per-row sums need more registers; eight measured 4-7%
+/// slower with AVX2).
+macro_rules! group_entry_points {
+    ($features:literal, $requires:literal) => {
+        /// Groups of a 32-element type (`w`: whole groups of `nb` group blocks) against up to eight
+        /// activation rows: `out` row `i`, column `j` = weight row `j` · activation row `i`
+        /// (`out.cols()` weight rows, the last group possibly padded).
+        ///
+        /// # Safety
+        #[doc = $requires]
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_small_groups(
+            ty: QuantType,
+            w: &[u8],
+            nb: usize,
+            acts: &[&[Q8Block]],
+            out: &mut OutTile,
+        ) {
+            let gbb = group_block_bytes(ty);
+            macro_rules! small {
+                ($t:ident) => {
+                    over_groups!(8, w, nb, gbb, acts, out, store, |g, t| {
+                        small_group::<$t, _>(g, nb, t)
+                    })
+                };
+            }
+            match ty {
+                QuantType::Q4_0 => small!(Q4_0),
+                QuantType::Q4_1 => small!(Q4_1),
+                QuantType::Q5_0 => small!(Q5_0),
+                QuantType::Q8_0 => small!(Q8_0),
+                QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k_groups"),
+            }
+        }
+
+        /// Groups of a K-quant type against up to four activation rows at a time, as
+        /// [`dot_small_groups`].
+        ///
+        /// # Safety
+        #[doc = $requires]
+        #[target_feature(enable = $features)]
+        pub unsafe fn dot_k_groups(
+            ty: QuantType,
+            w: &[u8],
+            nb: usize,
+            acts: &[&[Q8KBlock]],
+            out: &mut OutTile,
+        ) {
+            let gbb = group_block_bytes(ty);
+            match ty {
+                QuantType::Q4K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| {
+                    q4k_group(g, nb, t)
+                }),
+                QuantType::Q6K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| {
+                    q6k_group(g, nb, t)
+                }),
+                _ => unreachable!("32-element types use dot_small_groups"),
+            }
+        }
+    };
+}
+pub(super) use group_entry_points;
+
 /// Panics unless every activation row covers the weight row's `nb` blocks (the kernels then read
 /// them unchecked).
 pub(super) fn check_rows<A>(nb: usize, acts: &[&[A]]) {

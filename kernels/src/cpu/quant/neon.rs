@@ -19,7 +19,7 @@ use std::arch::asm;
 
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::QuantType;
-use super::groups::{block_of, over_groups};
+use super::groups::{block_of, group_entry_points, over_groups};
 use super::packed::{group_block_bytes, GROUP};
 use crate::cpu::tiling::OutTile;
 
@@ -355,60 +355,7 @@ unsafe fn store<const R: usize>(
     }
 }
 
-/// Groups of a 32-element type (`w`: whole groups of `nb` group blocks) against up to eight activation
-/// rows: `out` row `i`, column `j` = weight row `j` · activation row `i` (`out.cols()` weight rows, the
-/// last group possibly padded).
-///
-/// # Safety
-/// The CPU must support NEON and the dot-product instructions.
-#[target_feature(enable = "neon,dotprod")]
-pub unsafe fn dot_small_groups(
-    ty: QuantType,
-    w: &[u8],
-    nb: usize,
-    acts: &[&[Q8Block]],
-    out: &mut OutTile,
-) {
-    let gbb = group_block_bytes(ty);
-    macro_rules! small {
-        ($t:ident) => {
-            over_groups!(
-                8,
-                w,
-                nb,
-                gbb,
-                acts,
-                out,
-                store,
-                |g, t| small_group::<$t, _>(g, nb, t)
-            )
-        };
-    }
-    match ty {
-        QuantType::Q4_0 => small!(Q4_0),
-        QuantType::Q4_1 => small!(Q4_1),
-        QuantType::Q5_0 => small!(Q5_0),
-        QuantType::Q8_0 => small!(Q8_0),
-        QuantType::Q4K | QuantType::Q6K => unreachable!("K-quants use dot_k_groups"),
-    }
-}
-
-/// Groups of a K-quant type against up to four activation rows at a time, as [`dot_small_groups`].
-///
-/// # Safety
-/// The CPU must support NEON and the dot-product instructions.
-#[target_feature(enable = "neon,dotprod")]
-pub unsafe fn dot_k_groups(
-    ty: QuantType,
-    w: &[u8],
-    nb: usize,
-    acts: &[&[Q8KBlock]],
-    out: &mut OutTile,
-) {
-    let gbb = group_block_bytes(ty);
-    match ty {
-        QuantType::Q4K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| q4k_group(g, nb, t)),
-        QuantType::Q6K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| q6k_group(g, nb, t)),
-        _ => unreachable!("32-element types use dot_small_groups"),
-    }
-}
+group_entry_points!(
+    "neon,dotprod",
+    "The CPU must support NEON and the dot-product instructions."
+);
