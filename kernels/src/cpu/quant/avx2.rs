@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::QuantType;
-use super::groups::{block_of, group_entry_points, over_groups};
+use super::groups::{block_of, group_entry_points, Q4_0, Q4_1, Q5_0, Q8_0};
 use super::packed::{group_block_bytes, GROUP};
 use crate::cpu::tiling::OutTile;
 
@@ -82,11 +82,6 @@ unsafe fn add_group_pair(acc16: &mut __m256i, lo: __m256i, hi: __m256i, x: *cons
     );
     *acc16 = _mm256_add_epi16(*acc16, s);
 }
-
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q8_0: u8 = 3;
 
 /// Bit `G` of every byte of `qh` moved to bit 4 (the other bits are not cleared). 16-bit shifts: what
 /// crosses into the neighbouring byte lands away from bit 4 for shifts up to 4.

@@ -1,6 +1,12 @@
 //! The loop every SIMD kernel family runs over the interleaved layout: each group of eight weight rows
 //! meets the activation rows a few at a time, through a group kernel compiled for a fixed number of rows.
 
+/// The 32-element types as the const parameter of a family's `small_group` kernel.
+pub(super) const Q4_0: u8 = 0;
+pub(super) const Q4_1: u8 = 1;
+pub(super) const Q5_0: u8 = 2;
+pub(super) const Q8_0: u8 = 3;
+
 /// Runs `$call` (a group kernel for `R` activation rows, `$g` the group's first byte and `$tile` the
 /// rows' blocks) over every group of `$w` and the activation rows up to `$max` (at most 8) at a time, and
 /// hands each result to `$store::<R>(result, first row, group index, $out)`.
@@ -40,8 +46,7 @@ pub(super) use over_groups;
 
 /// A kernel family's two entry points, `dot_small_groups` and `dot_k_groups`, compiled with the family's
 /// target features (`$features`; `$requires` words the safety condition). They call the group kernels
-/// (`small_group`, `q4k_group`, `q6k_group`), `store` and the type tags (`Q4_0` ..) of the module that
-/// invokes this: eight activation rows at a time for the 32-element types (the weight unpacking shared
+/// (`small_group`, `q4k_group`, `q6k_group`) and `store` of the module that invokes this: eight activation rows at a time for the 32-element types (the weight unpacking shared
 /// by more rows), four for the K-quants (their per-row sums need more registers; eight measured 4-7%
 /// slower with AVX2).
 macro_rules! group_entry_points {
@@ -61,6 +66,7 @@ macro_rules! group_entry_points {
             out: &mut OutTile,
         ) {
             let gbb = group_block_bytes(ty);
+            use $crate::cpu::quant::groups::{over_groups, Q4_0, Q4_1, Q5_0, Q8_0};
             macro_rules! small {
                 ($t:ident) => {
                     over_groups!(8, w, nb, gbb, acts, out, store, |g, t| {
@@ -90,6 +96,7 @@ macro_rules! group_entry_points {
             acts: &[&[Q8KBlock]],
             out: &mut OutTile,
         ) {
+            use $crate::cpu::quant::groups::over_groups;
             let gbb = group_block_bytes(ty);
             match ty {
                 QuantType::Q4K => over_groups!(4, w, nb, gbb, acts, out, store, |g, t| {

@@ -19,7 +19,7 @@ use std::arch::asm;
 
 use super::activation::{Q8Block, Q8KBlock};
 use super::formats::QuantType;
-use super::groups::{block_of, group_entry_points, over_groups};
+use super::groups::{block_of, group_entry_points, Q4_0, Q4_1, Q5_0, Q8_0};
 use super::packed::{group_block_bytes, GROUP};
 use crate::cpu::tiling::OutTile;
 
@@ -83,7 +83,7 @@ unsafe fn load(p: *const u8) -> Rows<uint8x16_t> {
     [vld1q_u8(p), vld1q_u8(p.add(16))]
 }
 
-/// Eight u8 at `p`, one per row, as i32 lanes.
+/// Eight u8, one per row, as i32 lanes.
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
 unsafe fn widen_u8(v: uint8x8_t) -> Rows<int32x4_t> {
@@ -100,6 +100,13 @@ unsafe fn widen_u8(v: uint8x8_t) -> Rows<int32x4_t> {
 unsafe fn widen_i8(v: int8x8_t) -> Rows<int32x4_t> {
     let w = vmovl_s8(v);
     [vmovl_s16(vget_low_s16(w)), vmovl_high_s16(w)]
+}
+
+/// The low and high nibbles of each byte of `q`, as bytes.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn split_nibbles(q: uint8x16_t) -> (uint8x16_t, uint8x16_t) {
+    (vandq_u8(q, vdupq_n_u8(0xF)), vshrq_n_u8::<4>(q))
 }
 
 /// Bytes of `v` shifted by `by` (left if positive, right if negative), each byte on its own.
@@ -130,11 +137,6 @@ unsafe fn fma_block(
 
 const ZERO_I: Rows<int32x4_t> = unsafe { std::mem::transmute([0i32; 8]) };
 const ZERO_F: Rows<float32x4_t> = unsafe { std::mem::transmute([0f32; 8]) };
-
-const Q4_0: u8 = 0;
-const Q4_1: u8 = 1;
-const Q5_0: u8 = 2;
-const Q8_0: u8 = 3;
 
 /// One group of a 32-element type (`nb` group blocks at `g`) against `R` activation rows: lane `r'` of
 /// result `r` is weight row `r'` · activation row `r`.
@@ -173,7 +175,7 @@ unsafe fn small_group<const T: u8, const R: usize>(
             } else {
                 [vdupq_n_u8(0); 2]
             };
-            let (m4, b4) = (vdupq_n_u8(0xF), vdupq_n_u8(0x10));
+            let b4 = vdupq_n_u8(0x10);
             let offset = match T {
                 Q4_0 => 8,
                 Q5_0 => 16,
@@ -182,7 +184,7 @@ unsafe fn small_group<const T: u8, const R: usize>(
             for i in 0..4 {
                 let v = load(qs.add(32 * i));
                 for k in 0..2 {
-                    let (mut lo, mut hi) = (vandq_u8(v[k], m4), vshrq_n_u8::<4>(v[k]));
+                    let (mut lo, mut hi) = split_nibbles(v[k]);
                     if T == Q5_0 {
                         // Byte bit g holds the fifth bit of element group g.
                         lo = vorrq_u8(lo, vandq_u8(shift(qh[k], 4 - i as i8), b4));
@@ -225,7 +227,6 @@ unsafe fn q4k_group<const R: usize>(
     acts: [&[Q8KBlock]; R],
 ) -> [Rows<float32x4_t>; R] {
     let gbb = group_block_bytes(QuantType::Q4K);
-    let m4 = vdupq_n_u8(0xF);
     let mut acc = [ZERO_F; R];
     let mut acc_min = [ZERO_F; R];
     for blk in 0..nb {
@@ -239,8 +240,8 @@ unsafe fn q4k_group<const R: usize>(
             for i in 0..4 {
                 let v = load(gb.add(160 + 128 * j + 32 * i));
                 for k in 0..2 {
-                    lo[i][k] = vreinterpretq_s8_u8(vandq_u8(v[k], m4));
-                    hi[i][k] = vreinterpretq_s8_u8(vshrq_n_u8::<4>(v[k]));
+                    let (l, h) = split_nibbles(v[k]);
+                    (lo[i][k], hi[i][k]) = (vreinterpretq_s8_u8(l), vreinterpretq_s8_u8(h));
                 }
             }
             for r in 0..R {
