@@ -1,6 +1,7 @@
 //! Quantized (and f32) matmul throughput: ember's kernels against candle's `QMatMul` on the same weights,
 //! for the layer shapes of the registry models, at 1 / 8 / 32 / 128 activation rows, plus this machine's
-//! memory read bandwidth (the roofline of one-row decode). Random weights quantized by candle.
+//! memory read bandwidth (the roofline of one-row decode). Random weights quantized by candle. Where the
+//! CPU has more than one SIMD kernel family (AVX2 and AVX-512 VNNI), a last table times them side by side.
 //! Run: `cargo bench --bench kernels` (`-- quick` for fewer cases, `-- Q4K` for one type).
 
 use std::hint::black_box;
@@ -182,6 +183,61 @@ fn main() {
     }
     if filters.is_empty() || filters.iter().any(|f| f.as_str() == "attention") {
         attention_bench(quick);
+    }
+    family_bench(&cases, rows, &filters);
+}
+
+/// Where the CPU offers more than one SIMD family (AVX2 and AVX-512 VNNI), each family's quantized
+/// matmul on the same weights and inputs, side by side, against the first SIMD family.
+fn family_bench(cases: &[Case], rows: &[usize], filters: &[&String]) {
+    let families: Vec<Isa> = Isa::available()
+        .into_iter()
+        .filter(|isa| *isa != Isa::Scalar)
+        .collect();
+    if families.len() < 2 {
+        println!("\nkernel families: only {families:?} on this CPU, no family comparison");
+        return;
+    }
+    print!(
+        "\n{:<13} {:<12} {:<5} {:>5}",
+        "model", "layer", "type", "rows"
+    );
+    for isa in &families {
+        print!(" {:>13}", format!("{isa:?} ms"));
+    }
+    println!(" {:>7}", "ratio");
+    for (i, c) in cases.iter().enumerate() {
+        let dtype = format!("{:?}", c.dtype);
+        if !filters.is_empty()
+            && !filters
+                .iter()
+                .any(|f| dtype.contains(f.as_str()) || c.model.contains(f.as_str()))
+        {
+            continue;
+        }
+        let w = Tensor::from_vec(random(c.n * c.k, i as u64), (c.n, c.k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&w, c.dtype).unwrap();
+        let Some(ours) = QuantMatrix::from_qtensor(&q).unwrap() else {
+            continue;
+        };
+        for &m in rows {
+            let x = random(m * c.k, 100 + m as u64);
+            let mut out = vec![0f32; m * c.n];
+            let times: Vec<f64> = families
+                .iter()
+                .map(|&isa| {
+                    time(|| {
+                        ours.matmul_with(isa, &x, m, &mut out).unwrap();
+                        black_box(&out);
+                    })
+                })
+                .collect();
+            print!("{:<13} {:<12} {:<5} {:>5}", c.model, c.layer, dtype, m);
+            for t in &times {
+                print!(" {:>13.3}", t * 1e3);
+            }
+            println!(" {:>6.2}x", times[0] / times[times.len() - 1]);
+        }
     }
 }
 

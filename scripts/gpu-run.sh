@@ -4,6 +4,7 @@
 #   bash scripts/gpu-run.sh stage            carry [".gpu-models"]: keep one model piece (see gpu-models.sh)
 #   bash scripts/gpu-run.sh kernels [quick]  carry [".gpu"]: kernel tests + attention bench vs torch SDPA
 #   bash scripts/gpu-run.sh e2e              carry [".gpu"]: the CUDA engine end to end (below)
+#   bash scripts/gpu-run.sh cpu [quick]      carry [".gpu"]: CPU kernel tests + bench on the host's CPU
 #   bash scripts/gpu-run.sh [all] [quick]    both (may not fit one 10-minute call: prefer two calls)
 # e2e: the CUDA-vs-CPU engine tests (greedy tokens, fp8 vs bf16 KV logits, pool sizing), `ember generate
 # --device cuda`, decode tok/s vs the batch-1 roofline at batch 1/64/256 (bf16 and fp8 KV), `ember bench`
@@ -74,6 +75,27 @@ if [ "$mode" = kernels ] || [ "$mode" = all ]; then
   echo "== attention bench"
   PYTHONUNBUFFERED=1 python3 benches/cuda_attention.py "$bin/cuda_attention" $quick 2>&1 | tee "$out/bench.log"
   row "attention bench" "exit ${PIPESTATUS[0]} (table above, log bench.log)"
+fi
+
+if [ "$mode" = cpu ] || [ "$mode" = all ]; then
+  # The CPU kernels on this host's CPU: the tests compare every family it offers with the portable one
+  # bit for bit (EMBER_EXPECT_ISA: the family its flags promise must be the one detected), then the
+  # kernels bench, whose last table times the families side by side.
+  flags=$(grep -m1 '^flags' /proc/cpuinfo)
+  if grep -qw avx512_vnni <<<"$flags" && grep -qw avx512vl <<<"$flags"; then
+    export EMBER_EXPECT_ISA=avx512vnni
+  else
+    export EMBER_EXPECT_ISA=avx2
+  fi
+  for t in cpu_quant cpu_kernels cpu_rowwise; do
+    echo "== $t (expecting $EMBER_EXPECT_ISA)"
+    "$bin/$t" 2>&1 | tee "$out/$t.log"
+    row "$t ($EMBER_EXPECT_ISA)" "exit ${PIPESTATUS[0]}: $(grep -E '^test result' "$out/$t.log" | tail -1)"
+  done
+  echo "== CPU kernels bench"
+  "$bin/cpu_bench" $quick 2>&1 | tee "$out/cpu_bench.log"
+  row "CPU kernels bench" "exit ${PIPESTATUS[0]}: $(head -1 "$out/cpu_bench.log") (log cpu_bench.log)"
+  unset EMBER_EXPECT_ISA
 fi
 
 if [ "$mode" = e2e ] || [ "$mode" = all ]; then

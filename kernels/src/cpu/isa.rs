@@ -10,6 +10,10 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// [`Isa::Avx2`] plus AVX-512 VNNI and VL (Ice Lake and later Xeons, Zen 4 and later EPYC/Ryzen):
+    /// the quantized matmuls' integer dots take one `vpdpbusd` each; every other kernel is the AVX2 one.
+    /// Offered only where AVX2 + FMA + F16C are too.
+    Avx512Vnni,
     /// AArch64 NEON with the dot-product instructions (`sdot`, ARMv8.2+: Graviton 2+, Ampere, Apple M);
     /// the quantized and f32 matmuls use it, the other kernels run their portable code there.
     Neon,
@@ -36,6 +40,9 @@ impl Isa {
             && is_x86_feature_detected!("f16c")
         {
             isas.push(Isa::Avx2);
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                isas.push(Isa::Avx512Vnni);
+            }
         }
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("dotprod") {

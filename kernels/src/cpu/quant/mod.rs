@@ -17,6 +17,8 @@ pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod quantize_avx2;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 use self::activation::{quantize_rows, Q8Block, Q8KBlock};
 pub use self::formats::{dequantize_block, QuantType};
@@ -215,6 +217,9 @@ fn dot_small_groups(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Avx2 => unsafe { avx2::dot_small_groups(ty, w, nb, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Avx512Vnni => unsafe { vnni::dot_small_groups(ty, w, nb, acts, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Neon => unsafe { neon::dot_small_groups(ty, w, nb, acts, out) },
@@ -234,6 +239,9 @@ fn dot_k_groups(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Avx2 => unsafe { avx2::dot_k_groups(ty, w, nb, acts, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `matmul_with` checked that this CPU has the family.
+        Isa::Avx512Vnni => unsafe { vnni::dot_k_groups(ty, w, nb, acts, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Neon => unsafe { neon::dot_k_groups(ty, w, nb, acts, out) },
