@@ -82,14 +82,22 @@ fn main() {
         .find(|w| w[0] == "--random")
         .map(|w| w[1].clone());
     let started = Instant::now();
-    let (name, model) = match random {
+    // With random weights a second model of the same shape with unfused projections (one matmul per
+    // q/k/v/gate/up, as the checkpoint stores them) is timed beside the fused one.
+    let (name, model, unfused) = match random {
         Some(shape) => {
             assert_eq!(shape, "qwen2.5-1.5b", "--random knows qwen2.5-1.5b");
             let cfg = qwen2_5_1_5b_config();
-            let m = RandomWeights::model(&cfg, &dev, DType::BF16)
-                .expect("random model")
-                .with_kv_cache_dtype(kv);
-            (format!("random weights of {shape}'s shape"), m)
+            let build = |fuse: bool| {
+                DecoderModel::with_fusion(&cfg, &RandomWeights::new(&cfg, &dev, DType::BF16), fuse)
+                    .expect("random model")
+                    .with_kv_cache_dtype(kv)
+            };
+            (
+                format!("random weights of {shape}'s shape"),
+                build(true),
+                Some(build(false)),
+            )
         }
         None => {
             let spec = args
@@ -102,7 +110,7 @@ fn main() {
                 ..LoadOptions::for_device(&dev)
             };
             match loader::load_with(&spec, &options) {
-                Ok(l) => (spec, l.model),
+                Ok(l) => (spec, l.model, None),
                 Err(e) => {
                     println!("skipping {spec}: {e}");
                     return;
@@ -121,13 +129,31 @@ fn main() {
         model.dtype(),
         bytes as f64 / 1e9
     );
-    println!("| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) |");
-    println!("|---|---|---|---|");
+    match &unfused {
+        None => {
+            println!("| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) |");
+            println!("|---|---|---|---|");
+        }
+        Some(_) => {
+            println!(
+                "| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) | unfused projections \
+                 tok/s | fused ÷ unfused |"
+            );
+            println!("|---|---|---|---|---|---|");
+        }
+    }
     for batch in [1usize, 64, 256] {
         let (tps, ms) = decode(&model, batch, &dev);
-        println!(
-            "| {batch} | {tps:.0} | {ms:.2} | {:.0}% |",
-            100.0 * tps / (roofline * batch as f64).max(f64::MIN_POSITIVE)
-        );
+        let share = 100.0 * tps / (roofline * batch as f64).max(f64::MIN_POSITIVE);
+        match &unfused {
+            None => println!("| {batch} | {tps:.0} | {ms:.2} | {share:.0}% |"),
+            Some(other) => {
+                let (other_tps, _) = decode(other, batch, &dev);
+                println!(
+                    "| {batch} | {tps:.0} | {ms:.2} | {share:.0}% | {other_tps:.0} | {:.2} |",
+                    tps / other_tps.max(f64::MIN_POSITIVE)
+                );
+            }
+        }
     }
 }

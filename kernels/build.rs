@@ -4,7 +4,13 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const KERNELS: [&str; 4] = ["flash_prefill", "paged_decode", "cache_write", "argmax"];
+const KERNELS: [&str; 5] = [
+    "flash_prefill",
+    "paged_decode",
+    "cache_write",
+    "argmax",
+    "fused",
+];
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

@@ -1,4 +1,4 @@
-//! ember's CUDA kernels (cache write, flash prefill, split-K decode) against a float64 CPU reference, on
+//! ember's CUDA kernels (cache write, flash prefill, split-K decode, the fused layer ops) against a float64 CPU reference, on
 //! fresh random inputs with NaN-poisoned outputs and cache. Without a CUDA device every test prints why it
 //! skips and returns.
 #![cfg(feature = "cuda")]
@@ -12,8 +12,8 @@ use ember_kernels::cuda::{
     KernelChoice,
 };
 use ember_kernels::{
-    argmax_rows, copy_to_host, first_max, AttentionMetadata, DeviceChoice, KvCacheDtype,
-    KvCacheSpec, SeqSpan,
+    add_rms_norm, argmax_rows, copy_to_host, first_max, silu_mul_halves, split_qkv_rope,
+    AttentionMetadata, DeviceChoice, KvCacheDtype, KvCacheSpec, RopeStyle, RopeTable, SeqSpan,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -601,4 +601,214 @@ fn kv_pool_takes_the_share_left_after_what_is_in_use() {
     assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 1.5, 1 << 20).is_err());
     assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.0, 1 << 20).is_err());
     assert!(kv_blocks_for_memory(76 * gib, 80 * gib, 0.9, 0).is_err());
+}
+
+/// Host values of a tensor, as f64.
+fn host_f64(t: &Tensor) -> Vec<f64> {
+    t.to_device(&Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+/// Random values rounded to `dtype`, on the device and (the same rounded values) on the host in f64.
+fn random_on(rng: &mut StdRng, dims: &[usize], dtype: DType, dev: &Device) -> (Tensor, Vec<f64>) {
+    let n: usize = dims.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let t = Tensor::from_vec(data, dims, &Device::Cpu)
+        .unwrap()
+        .to_dtype(dtype)
+        .unwrap()
+        .to_device(dev)
+        .unwrap();
+    let host = host_f64(&t);
+    (t, host)
+}
+
+/// Largest |got - want| over the largest |want| (0 for empty tensors).
+fn relative_error(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let scale = want.iter().fold(0f64, |m, w| m.max(w.abs())).max(1e-30);
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| {
+            if g.is_nan() {
+                f64::INFINITY
+            } else {
+                (g - w).abs()
+            }
+        })
+        .fold(0f64, f64::max)
+        / scale
+}
+
+/// Best-effort output poisoning for kernels that allocate their outputs: NaN-filled blocks of the same
+/// size freed just before, which the stream-ordered allocator hands out again.
+fn poison_pool(dev: &Device, dtype: DType, elems: &[usize]) {
+    let held: Vec<Tensor> = elems
+        .iter()
+        .map(|&n| {
+            Tensor::full(f32::NAN, n.max(1), dev)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap()
+        })
+        .collect();
+    dev.synchronize().unwrap();
+    drop(held);
+}
+
+/// The fused q|k|v split with RoPE against a float64 rotation of the same rounded inputs: both pairing
+/// styles, head dims 64/128/256, GQA ratios 1/6/7, one to 300 tokens at positions past the cached table.
+#[test]
+fn fused_split_qkv_rope_matches_a_float64_reference() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(41);
+    for &(dtype, style, heads, kv_heads, head_dim, tokens) in &[
+        (
+            DType::BF16,
+            RopeStyle::Half,
+            12usize,
+            2usize,
+            128usize,
+            1usize,
+        ),
+        (DType::BF16, RopeStyle::Half, 14, 2, 64, 7),
+        (DType::F16, RopeStyle::Interleaved, 8, 8, 128, 33),
+        (DType::BF16, RopeStyle::Interleaved, 7, 1, 256, 300),
+        (DType::F16, RopeStyle::Half, 32, 8, 128, 5),
+    ] {
+        let half = head_dim / 2;
+        let table = RopeTable::new(head_dim, 1_000_000.0, style);
+        let positions: Vec<usize> = (0..tokens).map(|_| rng.random_range(0..9000)).collect();
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for &p in &positions {
+            table.with_cos_sin(p, |c, s| {
+                cos.extend_from_slice(c);
+                sin.extend_from_slice(s);
+            });
+        }
+        let width = (heads + 2 * kv_heads) * head_dim;
+        let (qkv, x) = random_on(&mut rng, &[tokens, width], dtype, &dev);
+        let cos_t = Tensor::from_vec(cos.clone(), (tokens, half), &dev).unwrap();
+        let sin_t = Tensor::from_vec(sin.clone(), (tokens, half), &dev).unwrap();
+        poison_pool(
+            &dev,
+            dtype,
+            &[tokens * heads * head_dim, tokens * kv_heads * head_dim],
+        );
+        let (q, k, v) = split_qkv_rope(&qkv, &cos_t, &sin_t, heads, kv_heads, style).unwrap();
+        assert_eq!(q.dims(), [tokens, heads, head_dim]);
+        assert_eq!(k.dims(), [tokens, kv_heads, head_dim]);
+        assert_eq!(v.dims(), [tokens, kv_heads, head_dim]);
+        // Reference: head h of token t starts at (t * (heads + 2 kv) + h) * head_dim in x.
+        let reference = |first: usize, n: usize, rotate: bool| -> Vec<f64> {
+            let mut out = Vec::with_capacity(tokens * n * head_dim);
+            for t in 0..tokens {
+                for h in first..first + n {
+                    let row = &x[(t * (heads + 2 * kv_heads) + h) * head_dim..][..head_dim];
+                    let mut r = row.to_vec();
+                    if rotate {
+                        for i in 0..half {
+                            let (a, b) = match style {
+                                RopeStyle::Half => (i, i + half),
+                                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                            };
+                            let (c, s) = (cos[t * half + i] as f64, sin[t * half + i] as f64);
+                            r[a] = row[a] * c - row[b] * s;
+                            r[b] = row[a] * s + row[b] * c;
+                        }
+                    }
+                    out.extend(r);
+                }
+            }
+            out
+        };
+        let label =
+            format!("{dtype:?} {style:?} {heads}/{kv_heads} heads of {head_dim}, {tokens} tokens");
+        let eq = relative_error(&host_f64(&q), &reference(0, heads, true));
+        let ek = relative_error(&host_f64(&k), &reference(heads, kv_heads, true));
+        let ev = relative_error(&host_f64(&v), &reference(heads + kv_heads, kv_heads, false));
+        println!("split_qkv_rope {label}: relative error q {eq:.2e} k {ek:.2e} v {ev:.2e}");
+        assert!(
+            eq <= tolerance(dtype) && ek <= tolerance(dtype),
+            "{label}: q {eq} k {ek}"
+        );
+        assert_eq!(ev, 0.0, "{label}: v is a copy");
+    }
+    let qkv = Tensor::zeros((2, 5 * 64), DType::BF16, &dev).unwrap();
+    let cos = Tensor::zeros((2, 32), DType::F32, &dev).unwrap();
+    assert!(split_qkv_rope(&qkv, &cos, &cos, 4, 1, RopeStyle::Half).is_err());
+}
+
+/// Residual add + RMSNorm and SiLU·mul of the gate|up halves against float64 references on the same
+/// rounded inputs, at widths below, at and far above the block's 256 threads, odd ones included.
+#[test]
+fn fused_add_rms_norm_and_silu_mul_halves_match_float64_references() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = StdRng::seed_from_u64(43);
+    for &(dtype, rows, dim) in &[
+        (DType::BF16, 1usize, 1536usize),
+        (DType::BF16, 5, 896),
+        (DType::F16, 3, 100),
+        (DType::BF16, 64, 4099),
+        (DType::F16, 2, 256),
+    ] {
+        let (x, xh) = random_on(&mut rng, &[rows, dim], dtype, &dev);
+        let (h, hh) = random_on(&mut rng, &[rows, dim], dtype, &dev);
+        let (w, wh) = random_on(&mut rng, &[dim], dtype, &dev);
+        poison_pool(&dev, dtype, &[rows * dim, rows * dim]);
+        let (sum, normed) = add_rms_norm(&x, &h, &w, 1e-6).unwrap();
+        // The stored sum is x + h rounded to the dtype; the norm reads that rounded sum.
+        let want_sum: Vec<f64> = xh
+            .iter()
+            .zip(&hh)
+            .map(|(a, b)| round_to(dtype, (a + b) as f32) as f64)
+            .collect();
+        let mut want_norm = Vec::with_capacity(rows * dim);
+        for r in want_sum.chunks(dim) {
+            let inv = 1.0 / (r.iter().map(|v| v * v).sum::<f64>() / dim as f64 + 1e-6).sqrt();
+            want_norm.extend(r.iter().zip(&wh).map(|(v, w)| v * inv * w));
+        }
+        let es = relative_error(&host_f64(&sum), &want_sum);
+        let en = relative_error(&host_f64(&normed), &want_norm);
+        println!("add_rms_norm {dtype:?} {rows}x{dim}: relative error sum {es:.2e} norm {en:.2e}");
+        assert!(
+            es <= tolerance(dtype) / 4.0,
+            "{dtype:?} {rows}x{dim}: sum {es}"
+        );
+        assert!(en <= tolerance(dtype), "{dtype:?} {rows}x{dim}: norm {en}");
+
+        let (gate_up, gu) = random_on(&mut rng, &[rows, 2 * dim], dtype, &dev);
+        poison_pool(&dev, dtype, &[rows * dim]);
+        let got = silu_mul_halves(&gate_up).unwrap();
+        assert_eq!(got.dims(), [rows, dim]);
+        let want: Vec<f64> = gu
+            .chunks(2 * dim)
+            .flat_map(|r| {
+                let (g, u) = r.split_at(dim);
+                g.iter()
+                    .zip(u)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let e = relative_error(&host_f64(&got), &want);
+        println!("silu_mul_halves {dtype:?} {rows}x{dim}: relative error {e:.2e}");
+        assert!(
+            e <= tolerance(dtype),
+            "{dtype:?} {rows}x{dim}: silu_mul {e}"
+        );
+    }
+    let x = Tensor::zeros((2, 8), DType::BF16, &dev).unwrap();
+    let w = Tensor::zeros(7, DType::BF16, &dev).unwrap();
+    assert!(
+        add_rms_norm(&x, &x, &w, 1e-6).is_err(),
+        "a weight of the wrong width"
+    );
+    assert!(silu_mul_halves(&Tensor::zeros((2, 7), DType::BF16, &dev).unwrap()).is_err());
 }

@@ -59,6 +59,49 @@ impl Linear {
         })
     }
 
+    /// One linear layer computing `parts` side by side (their outputs concatenated in order), where all
+    /// of them hold dense weights of one type and input width: a fused projection is one matmul (one
+    /// kernel launch on a GPU) instead of several, as vLLM's QKV and gate|up layers. `None` where they
+    /// cannot be fused (quantized blocks keep one matrix each; their types may differ).
+    pub fn fuse(parts: &[Linear]) -> Result<Option<Linear>> {
+        let dense: Option<Vec<&Tensor>> = parts
+            .iter()
+            .map(|p| match &p.weight {
+                Weight::F32(w) | Weight::Candle(QMatMul::Tensor(w)) => Some(w),
+                _ => None,
+            })
+            .collect();
+        let Some(dense) = dense else { return Ok(None) };
+        let Some(first) = dense.first() else {
+            return Ok(None);
+        };
+        let compatible = dense.iter().all(|w| {
+            w.dtype() == first.dtype()
+                && w.device().same_device(first.device())
+                && w.rank() == 2
+                && w.dim(1).ok() == first.dim(1).ok()
+        });
+        if !compatible {
+            return Ok(None);
+        }
+        let weight = Tensor::cat(&dense, 0)?;
+        let bias = if parts.iter().all(|p| p.bias.is_none()) {
+            None
+        } else {
+            // A part without a bias adds zeros.
+            let biases = parts
+                .iter()
+                .zip(&dense)
+                .map(|(p, w)| match &p.bias {
+                    Some(b) => Ok(b.clone()),
+                    None => Ok(Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Some(Tensor::cat(&biases, 0)?)
+        };
+        Ok(Some(Self::from_parts(QMatMul::Tensor(weight), bias)?))
+    }
+
     /// `x` is `[tokens, in]`; returns `[tokens, out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // candle's kernels pick blockings by row count; ours keep each row's result batch-invariant.
@@ -92,28 +135,58 @@ impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(ember_kernels::rms_norm(x, &self.weight, self.eps)?)
     }
+
+    /// `(x + h, norm(x + h))`: the residual add before the norm, in one kernel on a GPU.
+    pub fn forward_with_residual(&self, x: &Tensor, h: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok(ember_kernels::add_rms_norm(x, h, &self.weight, self.eps)?)
+    }
+}
+
+/// The gate and up projections of a SwiGLU MLP: one fused matmul where the weights allow it.
+#[derive(Debug, Clone)]
+enum GateUp {
+    Fused(Linear),
+    Separate { gate: Linear, up: Linear },
 }
 
 /// SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub struct Mlp {
-    gate: Linear,
-    up: Linear,
+    gate_up: GateUp,
     down: Linear,
 }
 
 impl Mlp {
-    pub fn new(weights: &dyn Weights, prefix: &str) -> Result<Self> {
+    pub fn new(weights: &dyn Weights, prefix: &str, fuse: bool) -> Result<Self> {
+        let gate = Linear::new(weights, &format!("{prefix}.gate_proj"), false)?;
+        let up = Linear::new(weights, &format!("{prefix}.up_proj"), false)?;
+        let fused = if fuse {
+            Linear::fuse(&[gate.clone(), up.clone()])?
+        } else {
+            None
+        };
         Ok(Self {
-            gate: Linear::new(weights, &format!("{prefix}.gate_proj"), false)?,
-            up: Linear::new(weights, &format!("{prefix}.up_proj"), false)?,
+            gate_up: match fused {
+                Some(gate_up) => GateUp::Fused(gate_up),
+                None => GateUp::Separate { gate, up },
+            },
             down: Linear::new(weights, &format!("{prefix}.down_proj"), false)?,
         })
     }
 
+    /// Whether gate and up run as one matmul.
+    pub fn is_fused(&self) -> bool {
+        matches!(self.gate_up, GateUp::Fused(_))
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (gate, up) = (self.gate.forward(x)?, self.up.forward(x)?);
-        self.down.forward(&ember_kernels::silu_mul(&gate, &up)?)
+        let h = match &self.gate_up {
+            GateUp::Fused(gate_up) => ember_kernels::silu_mul_halves(&gate_up.forward(x)?)?,
+            GateUp::Separate { gate, up } => {
+                ember_kernels::silu_mul(&gate.forward(x)?, &up.forward(x)?)?
+            }
+        };
+        self.down.forward(&h)
     }
 }
 

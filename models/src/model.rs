@@ -21,10 +21,14 @@ struct Step<'a> {
     rope: Option<StepRope>,
 }
 
+/// The q, k and v projections: one fused matmul where the weights allow it.
+enum QkvProjection {
+    Fused(Linear),
+    Separate { q: Linear, k: Linear, v: Linear },
+}
+
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: QkvProjection,
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
@@ -35,7 +39,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(cfg: &ModelConfig, weights: &dyn Weights, prefix: &str) -> Result<Self> {
+    fn new(cfg: &ModelConfig, weights: &dyn Weights, prefix: &str, fuse: bool) -> Result<Self> {
         let bias = cfg.attention_bias;
         let norm = |name: &str| -> Result<Option<RmsNorm>> {
             if cfg.qk_norm {
@@ -48,10 +52,19 @@ impl Attention {
                 Ok(None)
             }
         };
+        let q = Linear::new(weights, &format!("{prefix}.q_proj"), bias)?;
+        let k = Linear::new(weights, &format!("{prefix}.k_proj"), bias)?;
+        let v = Linear::new(weights, &format!("{prefix}.v_proj"), bias)?;
+        let fused = if fuse {
+            Linear::fuse(&[q.clone(), k.clone(), v.clone()])?
+        } else {
+            None
+        };
         Ok(Self {
-            q_proj: Linear::new(weights, &format!("{prefix}.q_proj"), bias)?,
-            k_proj: Linear::new(weights, &format!("{prefix}.k_proj"), bias)?,
-            v_proj: Linear::new(weights, &format!("{prefix}.v_proj"), bias)?,
+            qkv: match fused {
+                Some(qkv) => QkvProjection::Fused(qkv),
+                None => QkvProjection::Separate { q, k, v },
+            },
             o_proj: Linear::new(weights, &format!("{prefix}.o_proj"), false)?,
             q_norm: norm("q_norm")?,
             k_norm: norm("k_norm")?,
@@ -71,18 +84,48 @@ impl Attention {
     ) -> Result<Tensor> {
         let batch = step.batch;
         let tokens = batch.num_tokens();
-        let q = self
-            .q_proj
-            .forward(x)?
-            .reshape((tokens, self.num_heads, self.head_dim))?;
-        let k = self
-            .k_proj
-            .forward(x)?
-            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
-        let v = self
-            .v_proj
-            .forward(x)?
-            .reshape((tokens, self.num_kv_heads, self.head_dim))?;
+        let heads = |t: Tensor, n: usize| t.reshape((tokens, n, self.head_dim));
+        let (q, k, v) = match &self.qkv {
+            QkvProjection::Fused(qkv) => {
+                let qkv = qkv.forward(x)?;
+                match (&step.rope, &self.q_norm) {
+                    // On an accelerator without q/k norms: split and rotate in one kernel.
+                    (Some(rope), None) => {
+                        let (cos, sin, style) = rope.rows()?;
+                        let (q, k, v) = ember_kernels::split_qkv_rope(
+                            &qkv,
+                            &cos,
+                            &sin,
+                            self.num_heads,
+                            self.num_kv_heads,
+                            style,
+                        )?;
+                        let attn =
+                            ember_kernels::attend(&q, &k, &v, cache, &step.attention, self.scale)?;
+                        return self.o_proj.forward(&attn);
+                    }
+                    _ => {
+                        let (q_width, kv_width) = (
+                            self.num_heads * self.head_dim,
+                            self.num_kv_heads * self.head_dim,
+                        );
+                        (
+                            heads(qkv.narrow(1, 0, q_width)?, self.num_heads)?,
+                            heads(qkv.narrow(1, q_width, kv_width)?, self.num_kv_heads)?,
+                            heads(
+                                qkv.narrow(1, q_width + kv_width, kv_width)?,
+                                self.num_kv_heads,
+                            )?,
+                        )
+                    }
+                }
+            }
+            QkvProjection::Separate { q, k, v } => (
+                heads(q.forward(x)?, self.num_heads)?,
+                heads(k.forward(x)?, self.num_kv_heads)?,
+                heads(v.forward(x)?, self.num_kv_heads)?,
+            ),
+        };
         let (q, k) = match (&self.q_norm, &self.k_norm) {
             (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
             _ => (q, k),
@@ -107,7 +150,7 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn new(cfg: &ModelConfig, weights: &dyn Weights, index: usize) -> Result<Self> {
+    fn new(cfg: &ModelConfig, weights: &dyn Weights, index: usize, fuse: bool) -> Result<Self> {
         let prefix = format!("model.layers.{index}");
         Ok(Self {
             input_norm: RmsNorm::new(
@@ -115,29 +158,37 @@ impl DecoderLayer {
                 &format!("{prefix}.input_layernorm"),
                 cfg.rms_norm_eps,
             )?,
-            attention: Attention::new(cfg, weights, &format!("{prefix}.self_attn"))?,
+            attention: Attention::new(cfg, weights, &format!("{prefix}.self_attn"), fuse)?,
             post_attention_norm: RmsNorm::new(
                 weights,
                 &format!("{prefix}.post_attention_layernorm"),
                 cfg.rms_norm_eps,
             )?,
-            mlp: Mlp::new(weights, &format!("{prefix}.mlp"))?,
+            mlp: Mlp::new(weights, &format!("{prefix}.mlp"), fuse)?,
         })
     }
 
+    /// Takes the residual stream and the previous layer's MLP output not yet added to it (none for the
+    /// first layer); returns the residual stream after attention and this layer's MLP output. Each
+    /// residual add is fused into the norm that reads it.
     fn forward(
         &self,
-        x: &Tensor,
+        residual: &Tensor,
+        pending: Option<&Tensor>,
         step: &Step<'_>,
         rope: &RopeTable,
         cache: &mut LayerKvCache,
-    ) -> Result<Tensor> {
-        let h = self
-            .attention
-            .forward(&self.input_norm.forward(x)?, step, rope, cache)?;
-        let x = (x + h)?;
-        let h = self.mlp.forward(&self.post_attention_norm.forward(&x)?)?;
-        Ok((x + h)?)
+    ) -> Result<(Tensor, Tensor)> {
+        let (residual, normed) = match pending {
+            Some(h) => self.input_norm.forward_with_residual(residual, h)?,
+            None => (residual.clone(), self.input_norm.forward(residual)?),
+        };
+        let h = self.attention.forward(&normed, step, rope, cache)?;
+        let (residual, normed) = self
+            .post_attention_norm
+            .forward_with_residual(&residual, &h)?;
+        let h = self.mlp.forward(&normed)?;
+        Ok((residual, h))
     }
 }
 
@@ -156,7 +207,15 @@ pub struct DecoderModel {
 }
 
 impl DecoderModel {
+    /// The model with fused projections (q|k|v and gate|up as one matmul each where the weights are
+    /// dense) and fused residual-add norms.
     pub fn new(config: &ModelConfig, weights: &dyn Weights) -> Result<Self> {
+        Self::with_fusion(config, weights, true)
+    }
+
+    /// [`DecoderModel::new`] with the projections fused or not (`false`: one matmul per projection, as
+    /// the checkpoint stores them; benchmarks compare the two). The residual adds are fused either way.
+    pub fn with_fusion(config: &ModelConfig, weights: &dyn Weights, fuse: bool) -> Result<Self> {
         let embed_tokens = Embedding::new(weights.matmul("model.embed_tokens.weight")?)?;
         let lm_head = if config.tie_word_embeddings || !weights.contains("lm_head.weight") {
             embed_tokens.as_linear()
@@ -164,7 +223,7 @@ impl DecoderModel {
             Linear::new(weights, "lm_head", false)?
         };
         let layers = (0..config.num_layers)
-            .map(|i| DecoderLayer::new(config, weights, i))
+            .map(|i| DecoderLayer::new(config, weights, i, fuse))
             .collect::<Result<_>>()?;
         Ok(Self {
             config: config.clone(),
@@ -183,6 +242,18 @@ impl DecoderModel {
     pub fn with_kv_cache_dtype(mut self, kv_cache_dtype: KvCacheDtype) -> Self {
         self.kv_cache_dtype = kv_cache_dtype;
         self
+    }
+
+    /// How many projections run fused (q|k|v and gate|up count one each per layer); 0 where the
+    /// weights are quantized blocks or fusion was turned off.
+    pub fn fused_projections(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| {
+                usize::from(matches!(l.attention.qkv, QkvProjection::Fused(_)))
+                    + usize::from(l.mlp.is_fused())
+            })
+            .sum()
     }
 
     /// The type activations are computed in.
@@ -288,8 +359,15 @@ impl DecoderModel {
                 Some(StepRope::new(&self.rope, &batch.positions, &self.device)?)
             },
         };
+        let mut pending: Option<Tensor> = None;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(&x, &step, &self.rope, layer_cache)?;
+            let (residual, h) =
+                layer.forward(&x, pending.as_ref(), &step, &self.rope, layer_cache)?;
+            x = residual;
+            pending = Some(h);
+        }
+        if let Some(h) = pending {
+            x = (x + h)?;
         }
         let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
         if rows.is_empty() {

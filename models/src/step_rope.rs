@@ -34,6 +34,17 @@ impl StepRope {
         })
     }
 
+    /// The step's cos and sin as `[tokens, head_dim / 2]` (views, no copy) and the pairing style: what
+    /// `ember_kernels::split_qkv_rope` rotates with.
+    pub fn rows(&self) -> Result<(Tensor, Tensor, RopeStyle)> {
+        let (tokens, _, half) = self.cos.dims3()?;
+        Ok((
+            self.cos.reshape((tokens, half))?,
+            self.sin.reshape((tokens, half))?,
+            self.style,
+        ))
+    }
+
     /// Rotates `x` (`[tokens, heads, head_dim]`, any float dtype); returns the same shape and dtype. The
     /// rotation runs in f32 so bf16 models lose no precision in the angles.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {

@@ -137,3 +137,35 @@ fn paged_forward_matches_contiguous_reference() {
         }
     }
 }
+
+/// Fusing q|k|v and gate|up into one matmul each (dense weights) changes no logit on the CPU: every
+/// output element of ember's f32 matmul is the same dot product whatever matrix its row sits in.
+#[test]
+fn fused_projections_give_the_unfused_logits() {
+    use ember_models::loader::safetensors::SafetensorsWeights;
+    use ember_models::model::DecoderModel;
+    let mut rng = StdRng::seed_from_u64(5);
+    for arch in ARCHS {
+        let cfg = tiny_config(arch);
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_tiny_model(dir.path(), arch, TinyFormat::HfDir, 13).unwrap();
+        let weights = SafetensorsWeights::open(&path, &Device::Cpu).unwrap();
+        let fused = DecoderModel::with_fusion(&cfg, &weights, true).unwrap();
+        let unfused = DecoderModel::with_fusion(&cfg, &weights, false).unwrap();
+        // q|k|v and gate|up in every layer.
+        assert_eq!(fused.fused_projections(), 2 * cfg.num_layers, "{arch:?}");
+        assert_eq!(unfused.fused_projections(), 0, "{arch:?}");
+        let plans: Vec<Plan> = [vec![9, 1, 1], vec![3, 4, 1]]
+            .into_iter()
+            .map(|chunks| Plan {
+                tokens: (0..chunks.iter().sum::<usize>())
+                    .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+                    .collect(),
+                chunks,
+            })
+            .collect();
+        let a = run_paged(&fused, &plans, 4, &mut StdRng::seed_from_u64(1));
+        let b = run_paged(&unfused, &plans, 4, &mut StdRng::seed_from_u64(1));
+        assert_eq!(a, b, "{arch:?}: fused and unfused logits differ");
+    }
+}

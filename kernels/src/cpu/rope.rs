@@ -18,6 +18,37 @@ pub fn apply(x: &mut [f32], heads: usize, positions: &[usize], table: &RopeTable
     Ok(())
 }
 
+/// Rotates `x` (`[tokens, heads, head_dim]`) in place with each token's own `cos` / `sin` rows
+/// (`[tokens, head_dim / 2]` each, flattened).
+pub fn apply_rows(
+    x: &mut [f32],
+    heads: usize,
+    head_dim: usize,
+    style: RopeStyle,
+    cos: &[f32],
+    sin: &[f32],
+) -> Result<()> {
+    let half = head_dim / 2;
+    let tokens = cos.len() / half.max(1);
+    if half == 0
+        || cos.len() != tokens * half
+        || sin.len() != cos.len()
+        || x.len() != tokens * heads * head_dim
+    {
+        return Err(Error::Shape(format!(
+            "rope: {} values for {heads} heads of {head_dim} with {} cos / {} sin values",
+            x.len(),
+            cos.len(),
+            sin.len()
+        )));
+    }
+    for t in 0..tokens {
+        let rows = t * half..(t + 1) * half;
+        rotate_token(x, t, heads, style, &cos[rows.clone()], &sin[rows]);
+    }
+    Ok(())
+}
+
 /// Rotates every head of token `t` with its position's `cos` / `sin` (one per frequency).
 fn rotate_token(x: &mut [f32], t: usize, heads: usize, style: RopeStyle, cos: &[f32], sin: &[f32]) {
     let half = cos.len();

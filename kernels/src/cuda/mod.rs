@@ -5,7 +5,9 @@
 //! - [`paged_attention`]: causal attention of every token over its sequence's paged context — a
 //!   FlashAttention-2 style tensor-core kernel for prefill chunks, split-K flash-decoding plus a reduce for
 //!   single-token decodes;
-//! - [`argmax_rows`]: greedy tokens picked on the device, so only token ids come back to the host.
+//! - [`argmax_rows`]: greedy tokens picked on the device, so only token ids come back to the host;
+//! - `fused`: a decoder layer's small ops (q|k|v split with RoPE, residual add with RMSNorm, SiLU·mul of
+//!   the gate|up halves) in one launch each, behind `crate::split_qkv_rope` and its siblings.
 //!
 //! The arguments mean what they mean for the CPU kernels (`cpu::cache_write`, `cpu::paged_attention`):
 //! the same [`crate::KvCacheSpec`] layout (a block is `[num_kv_heads, block_size, head_dim]`) and the same
@@ -13,6 +15,7 @@
 
 mod attention;
 mod cache;
+pub(crate) mod fused;
 mod logits;
 mod memory;
 mod metadata;
@@ -32,6 +35,7 @@ const MODULE_PREFILL: &str = "ember_flash_prefill";
 const MODULE_DECODE: &str = "ember_paged_decode";
 const MODULE_CACHE: &str = "ember_cache_write";
 const MODULE_ARGMAX: &str = "ember_argmax";
+const MODULE_FUSED: &str = "ember_fused";
 
 fn cuda_err(e: impl std::fmt::Display) -> Error {
     Error::Candle(candle_core::Error::Msg(format!("cuda: {e}")))

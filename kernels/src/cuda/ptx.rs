@@ -5,6 +5,7 @@ pub const FLASH_PREFILL: &str = include_str!(concat!(env!("OUT_DIR"), "/flash_pr
 pub const PAGED_DECODE: &str = include_str!(concat!(env!("OUT_DIR"), "/paged_decode.ptx"));
 pub const CACHE_WRITE: &str = include_str!(concat!(env!("OUT_DIR"), "/cache_write.ptx"));
 pub const ARGMAX: &str = include_str!(concat!(env!("OUT_DIR"), "/argmax.ptx"));
+pub const FUSED: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 
 /// Keys per decode partition (`PARTITION` in paged_decode.cu).
 pub const DECODE_PARTITION: usize = 256;
