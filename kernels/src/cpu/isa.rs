@@ -20,15 +20,51 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best family this CPU supports; `EMBER_CPU_ISA=scalar` forces the portable one.
+    /// The family every kernel of this process uses: the best one this CPU supports, or the one
+    /// `EMBER_CPU_ISA` names (`scalar`, `avx2`, `avx512vnni`, `neon`; for comparing families end to end)
+    /// where the CPU has it. A name the CPU lacks or that is unknown is logged and the best is used.
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
         *ISA.get_or_init(|| {
-            if std::env::var("EMBER_CPU_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("scalar")) {
-                return Isa::Scalar;
+            let requested = std::env::var("EMBER_CPU_ISA").ok();
+            match Isa::choose(requested.as_deref(), &Isa::available()) {
+                Ok(isa) => isa,
+                Err((best, why)) => {
+                    tracing::warn!("EMBER_CPU_ISA: {why}; using {best:?}");
+                    best
+                }
             }
-            *Isa::available().last().unwrap_or(&Isa::Scalar)
         })
+    }
+
+    /// The family named by `requested` (case-insensitive) among `available` (portable first), or the
+    /// last of `available` when nothing is requested; a name that is unknown or not available is an
+    /// error carrying the best family and why.
+    pub fn choose(requested: Option<&str>, available: &[Isa]) -> Result<Isa, (Isa, String)> {
+        let best = *available.last().unwrap_or(&Isa::Scalar);
+        let Some(name) = requested.map(str::trim).filter(|n| !n.is_empty()) else {
+            return Ok(best);
+        };
+        let wanted = match name.to_ascii_lowercase().as_str() {
+            "scalar" | "portable" => Isa::Scalar,
+            "avx2" => Isa::Avx2,
+            "avx512vnni" | "avx512_vnni" | "vnni" => Isa::Avx512Vnni,
+            "neon" => Isa::Neon,
+            _ => {
+                return Err((
+                    best,
+                    format!("unknown family {name:?} (scalar, avx2, avx512vnni, neon)"),
+                ))
+            }
+        };
+        if available.contains(&wanted) {
+            Ok(wanted)
+        } else {
+            Err((
+                best,
+                format!("this CPU cannot run {wanted:?} (it offers {available:?})"),
+            ))
+        }
     }
 
     /// Every family this CPU can run, portable first.
@@ -54,5 +90,28 @@ impl Isa {
     /// Whether this CPU can run the family.
     pub fn is_available(self) -> bool {
         Isa::available().contains(&self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Isa;
+
+    #[test]
+    fn ember_cpu_isa_picks_a_family_the_cpu_has_or_explains_why_not() {
+        let x86 = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni];
+        assert_eq!(Isa::choose(None, &x86), Ok(Isa::Avx512Vnni));
+        assert_eq!(Isa::choose(Some(" "), &x86), Ok(Isa::Avx512Vnni));
+        assert_eq!(Isa::choose(Some("AVX2"), &x86), Ok(Isa::Avx2));
+        assert_eq!(Isa::choose(Some("scalar"), &x86), Ok(Isa::Scalar));
+        assert_eq!(Isa::choose(Some("vnni"), &x86), Ok(Isa::Avx512Vnni));
+
+        let (best, why) = Isa::choose(Some("avx512vnni"), &[Isa::Scalar, Isa::Avx2]).unwrap_err();
+        assert_eq!(best, Isa::Avx2);
+        assert!(why.contains("cannot run Avx512Vnni"), "{why}");
+        let (best, why) = Isa::choose(Some("sse9"), &x86).unwrap_err();
+        assert_eq!(best, Isa::Avx512Vnni);
+        assert!(why.contains("unknown family \"sse9\""), "{why}");
+        assert_eq!(Isa::choose(None, &[]), Ok(Isa::Scalar));
     }
 }
