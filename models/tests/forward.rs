@@ -25,6 +25,19 @@ struct Plan {
     chunks: Vec<usize>,
 }
 
+/// One plan per chunk list, each with random tokens filling its chunks.
+fn random_plans(chunk_lists: &[&[usize]], vocab_size: usize, rng: &mut StdRng) -> Vec<Plan> {
+    chunk_lists
+        .iter()
+        .map(|chunks| Plan {
+            tokens: (0..chunks.iter().sum::<usize>())
+                .map(|_| rng.random_range(0..vocab_size as u32))
+                .collect(),
+            chunks: chunks.to_vec(),
+        })
+        .collect()
+}
+
 /// Runs the plans step by step (step `s` computes chunk `s` of every plan that still has one), returning
 /// every position's logits per sequence.
 fn run_paged(
@@ -110,21 +123,17 @@ fn paged_forward_matches_contiguous_reference() {
             assert_eq!(loaded.config.architecture, arch);
             for block_size in [1, 16, 32] {
                 // Mixed steps: whole prefills, prefill chunks continuing a cache, and single-token decodes.
-                let plans: Vec<Plan> = [
-                    vec![37, 1, 1, 1],
-                    vec![20, 30, 1, 5],
-                    vec![5, 1, 1, 1, 1, 1],
-                    vec![1, 1, 17, 1],
-                    vec![64, 3],
-                ]
-                .into_iter()
-                .map(|chunks| Plan {
-                    tokens: (0..chunks.iter().sum::<usize>())
-                        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
-                        .collect(),
-                    chunks,
-                })
-                .collect();
+                let plans = random_plans(
+                    &[
+                        &[37, 1, 1, 1],
+                        &[20, 30, 1, 5],
+                        &[5, 1, 1, 1, 1, 1],
+                        &[1, 1, 17, 1],
+                        &[64, 3],
+                    ],
+                    cfg.vocab_size,
+                    &mut rng,
+                );
                 let paged = run_paged(&loaded.model, &plans, block_size, &mut rng);
                 let expected: Vec<Vec<Vec<f64>>> =
                     plans.iter().map(|p| reference.logits(&p.tokens)).collect();
@@ -155,15 +164,7 @@ fn fused_projections_give_the_unfused_logits() {
         // q|k|v and gate|up in every layer.
         assert_eq!(fused.fused_projections(), 2 * cfg.num_layers, "{arch:?}");
         assert_eq!(unfused.fused_projections(), 0, "{arch:?}");
-        let plans: Vec<Plan> = [vec![9, 1, 1], vec![3, 4, 1]]
-            .into_iter()
-            .map(|chunks| Plan {
-                tokens: (0..chunks.iter().sum::<usize>())
-                    .map(|_| rng.random_range(0..cfg.vocab_size as u32))
-                    .collect(),
-                chunks,
-            })
-            .collect();
+        let plans = random_plans(&[&[9, 1, 1], &[3, 4, 1]], cfg.vocab_size, &mut rng);
         let a = run_paged(&fused, &plans, 4, &mut StdRng::seed_from_u64(1));
         let b = run_paged(&unfused, &plans, 4, &mut StdRng::seed_from_u64(1));
         assert_eq!(a, b, "{arch:?}: fused and unfused logits differ");
