@@ -46,16 +46,7 @@ pub fn split_qkv_rope(
     if on_cuda_half(qkv) {
         return crate::cuda::fused::split_qkv_rope(qkv, cos, sin, heads, kv_heads, head_dim, style);
     }
-    let part = |start: usize, n: usize| -> Result<Tensor> {
-        Ok(qkv
-            .narrow(1, start * head_dim, n * head_dim)?
-            .reshape((tokens, n, head_dim))?)
-    };
-    let (q, k, v) = (
-        part(0, heads)?,
-        part(heads, kv_heads)?,
-        part(heads + kv_heads, kv_heads)?,
-    );
+    let (q, k, v) = split_qkv(qkv, heads, kv_heads, head_dim)?;
     let cos = cos
         .to_device(&Device::Cpu)?
         .flatten_all()?
@@ -77,6 +68,33 @@ pub fn split_qkv_rope(
             .to_device(qkv.device())?)
     };
     Ok((rotate(q)?, rotate(k)?, v.contiguous()?))
+}
+
+/// A fused projection `qkv` (`[tokens, (heads + 2·kv_heads)·head_dim]`) as q `[tokens, heads, head_dim]`
+/// and k, v `[tokens, kv_heads, head_dim]`, unrotated: views where candle can give them, copies otherwise.
+pub fn split_qkv(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (tokens, width) = qkv.dims2()?;
+    if width != (heads + 2 * kv_heads) * head_dim {
+        return Err(Error::Shape(format!(
+            "split_qkv of {:?} into {heads} + 2 x {kv_heads} heads of {head_dim}",
+            qkv.dims()
+        )));
+    }
+    let part = |first: usize, n: usize| -> Result<Tensor> {
+        Ok(qkv
+            .narrow(1, first * head_dim, n * head_dim)?
+            .reshape((tokens, n, head_dim))?)
+    };
+    Ok((
+        part(0, heads)?,
+        part(heads, kv_heads)?,
+        part(heads + kv_heads, kv_heads)?,
+    ))
 }
 
 /// `(x + h, rms_norm(x + h, weight))`: a residual add and the norm that reads it (vLLM's fused add-norm).
@@ -154,13 +172,7 @@ mod tests {
             let positions = [0usize, 7, 8, 4095, 5000];
             let tokens = positions.len();
             let qkv = random(&mut rng, &[tokens, (heads + 2 * kv_heads) * d]);
-            let (mut cos, mut sin) = (Vec::new(), Vec::new());
-            for &p in &positions {
-                table.with_cos_sin(p, |c, s| {
-                    cos.extend_from_slice(c);
-                    sin.extend_from_slice(s);
-                });
-            }
+            let (cos, sin) = table.rows(&positions);
             let cos = Tensor::from_vec(cos, (tokens, d / 2), &Device::Cpu).unwrap();
             let sin = Tensor::from_vec(sin, (tokens, d / 2), &Device::Cpu).unwrap();
             let (q, k, v) = split_qkv_rope(&qkv, &cos, &sin, heads, kv_heads, style).unwrap();

@@ -18,7 +18,7 @@ mod rowwise;
 pub use cpu::isa::Isa;
 pub use cpu::quant::{QuantMatrix, QuantType};
 pub use device::DeviceChoice;
-pub use fused::{add_rms_norm, silu_mul_halves, split_qkv_rope};
+pub use fused::{add_rms_norm, silu_mul_halves, split_qkv, split_qkv_rope};
 pub use kv_cache::{KvCacheDtype, KvCacheSpec, LayerKvCache, PagedKvCache};
 pub use logits::{argmax_rows, copy_to_host, first_max};
 pub use memory::{check_gpu_memory_utilization, kv_blocks_for_memory};

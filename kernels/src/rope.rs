@@ -60,6 +60,21 @@ impl RopeTable {
             f(&cos, &sin)
         }
     }
+
+    /// The cos and sin rows of `positions`, one `head_dim / 2` row per position (flattened
+    /// `[positions, head_dim / 2]` each): per-token tables for kernels that rotate a whole step at once.
+    pub fn rows(&self, positions: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            self.with_cos_sin(p, |c, s| {
+                cos.extend_from_slice(c);
+                sin.extend_from_slice(s);
+            });
+        }
+        (cos, sin)
+    }
 }
 
 fn angles(inv_freq: &[f64], position: usize) -> (Vec<f32>, Vec<f32>) {

@@ -77,7 +77,12 @@ fn e4m3_to_f64(b: u8) -> f64 {
     }
 }
 
-fn to_device(x: &[f32], shape: (usize, usize, usize), dtype: DType, dev: &Device) -> Tensor {
+fn to_device(
+    x: &[f32],
+    shape: impl Into<candle_core::Shape>,
+    dtype: DType,
+    dev: &Device,
+) -> Tensor {
     Tensor::from_vec(x.to_vec(), shape, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
@@ -619,12 +624,7 @@ fn host_f64(t: &Tensor) -> Vec<f64> {
 fn random_on(rng: &mut StdRng, dims: &[usize], dtype: DType, dev: &Device) -> (Tensor, Vec<f64>) {
     let n: usize = dims.iter().product();
     let data: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-    let t = Tensor::from_vec(data, dims, &Device::Cpu)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap()
-        .to_device(dev)
-        .unwrap();
+    let t = to_device(&data, dims, dtype, dev);
     let host = host_f64(&t);
     (t, host)
 }
@@ -685,13 +685,7 @@ fn fused_split_qkv_rope_matches_a_float64_reference() {
         let half = head_dim / 2;
         let table = RopeTable::new(head_dim, 1_000_000.0, style);
         let positions: Vec<usize> = (0..tokens).map(|_| rng.random_range(0..9000)).collect();
-        let (mut cos, mut sin) = (Vec::new(), Vec::new());
-        for &p in &positions {
-            table.with_cos_sin(p, |c, s| {
-                cos.extend_from_slice(c);
-                sin.extend_from_slice(s);
-            });
-        }
+        let (cos, sin) = table.rows(&positions);
         let width = (heads + 2 * kv_heads) * head_dim;
         let (qkv, x) = random_on(&mut rng, &[tokens, width], dtype, &dev);
         let cos_t = Tensor::from_vec(cos.clone(), (tokens, half), &dev).unwrap();

@@ -104,20 +104,12 @@ impl Attention {
                             ember_kernels::attend(&q, &k, &v, cache, &step.attention, self.scale)?;
                         return self.o_proj.forward(&attn);
                     }
-                    _ => {
-                        let (q_width, kv_width) = (
-                            self.num_heads * self.head_dim,
-                            self.num_kv_heads * self.head_dim,
-                        );
-                        (
-                            heads(qkv.narrow(1, 0, q_width)?, self.num_heads)?,
-                            heads(qkv.narrow(1, q_width, kv_width)?, self.num_kv_heads)?,
-                            heads(
-                                qkv.narrow(1, q_width + kv_width, kv_width)?,
-                                self.num_kv_heads,
-                            )?,
-                        )
-                    }
+                    _ => ember_kernels::split_qkv(
+                        &qkv,
+                        self.num_heads,
+                        self.num_kv_heads,
+                        self.head_dim,
+                    )?,
                 }
             }
             QkvProjection::Separate { q, k, v } => (

@@ -18,14 +18,7 @@ pub struct StepRope {
 impl StepRope {
     pub fn new(table: &RopeTable, positions: &[usize], device: &Device) -> Result<Self> {
         let half = table.head_dim() / 2;
-        let mut cos = Vec::with_capacity(positions.len() * half);
-        let mut sin = Vec::with_capacity(positions.len() * half);
-        for &p in positions {
-            table.with_cos_sin(p, |c, s| {
-                cos.extend_from_slice(c);
-                sin.extend_from_slice(s);
-            });
-        }
+        let (cos, sin) = table.rows(positions);
         let shape = (positions.len(), 1, half);
         Ok(Self {
             cos: Tensor::from_vec(cos, shape, device)?,
