@@ -1,7 +1,8 @@
 //! Decode throughput of a model on a CUDA device against the batch-1 roofline (bf16 weight bytes read
 //! per step ÷ the device's measured copy bandwidth), at batch 1, 64 and 256, each sequence with a
 //! 128-token context then 32 decode steps; each step's greedy tokens are picked on the device and copied
-//! to the host, as the engine does for temperature-0 requests.
+//! to the host, as the engine does for temperature-0 requests. Each batch is timed with every kernel
+//! launched eagerly and with the decode step replayed from a CUDA graph, side by side.
 //! `cargo bench --features cuda --bench gpu_decode -- [MODEL | --random qwen2.5-1.5b] [--kv fp8]`.
 //! Without the real weights at hand (a GPU machine has no network), `--random qwen2.5-1.5b` times random
 //! weights of Qwen2.5-Coder-1.5B's shape: the same bytes and kernels, so the same speed.
@@ -11,6 +12,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use ember_kernels::{argmax_rows, DeviceChoice, KvCacheDtype};
 use ember_models::config::ModelConfig;
+use ember_models::decode_graph::DecodeGraph;
 use ember_models::loader::{self, LoadOptions};
 use ember_models::model::DecoderModel;
 use ember_models::random_model::{qwen2_5_1_5b_config, RandomWeights};
@@ -31,15 +33,26 @@ fn weight_bytes(c: &ModelConfig, elem: usize) -> usize {
     (c.num_layers * per_layer + c.vocab_size * h) * elem
 }
 
-fn decode(model: &DecoderModel, batch: usize, dev: &Device) -> (f64, f64) {
-    let steps = 32;
-    let (workload, mut cache) = DecodeWorkload::new(model, batch, 128, steps);
+/// Tokens/s and ms/step of 32 decode steps at `batch`, each step launched eagerly or (`graph`) replayed
+/// from a CUDA graph captured for the batch.
+fn decode(model: &DecoderModel, batch: usize, graph: bool, dev: &Device) -> (f64, f64) {
+    let (steps, ctx) = (32, 128);
+    let (workload, mut cache) = DecodeWorkload::new(model, batch, ctx, steps);
+    // Captured before the prefill: the capture writes no cache slot.
+    let mut graph = graph.then(|| {
+        DecodeGraph::capture(model, &mut cache, batch, ctx + steps + 1).expect("CUDA graph capture")
+    });
     workload.prefill(model, &mut cache);
     let rows: Vec<u32> = (0..batch as u32).collect();
-    let step = |i: usize, cache: &mut _| {
+    let mut step = |i: usize, cache: &mut _| {
         // Greedy requests, as the engine serves them: each row's token picked on the device, only the
         // ids copied back.
-        let logits = workload.step(model, cache, i);
+        let logits = match graph.as_mut() {
+            Some(g) => g
+                .run(model, &workload.step_batch(i), cache)
+                .expect("graph step"),
+            None => workload.step(model, cache, i),
+        };
         argmax_rows(&logits, &rows).expect("greedy tokens");
     };
     step(0, &mut cache); // warm-up: module loads, cuBLAS handles
@@ -129,31 +142,37 @@ fn main() {
         model.dtype(),
         bytes as f64 / 1e9
     );
-    match &unfused {
-        None => {
-            println!("| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) |");
-            println!("|---|---|---|---|");
-        }
-        Some(_) => {
-            println!(
-                "| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) | unfused projections \
-                 tok/s | fused ÷ unfused |"
-            );
-            println!("|---|---|---|---|---|---|");
-        }
-    }
+    let unfused_head = if unfused.is_some() {
+        " unfused projections tok/s | fused ÷ unfused |"
+    } else {
+        ""
+    };
+    println!(
+        "| batch | tok/s | ms/step | vs weight-read bound (batch × roofline) | CUDA graph tok/s | graph ÷ \
+         eager | graph vs bound |{unfused_head}"
+    );
+    println!(
+        "|---|---|---|---|---|---|---|{}",
+        if unfused.is_some() { "---|---|" } else { "" }
+    );
+    let share =
+        |tps: f64, batch: usize| 100.0 * tps / (roofline * batch as f64).max(f64::MIN_POSITIVE);
     for batch in [1usize, 64, 256] {
-        let (tps, ms) = decode(&model, batch, &dev);
-        let share = 100.0 * tps / (roofline * batch as f64).max(f64::MIN_POSITIVE);
-        match &unfused {
-            None => println!("| {batch} | {tps:.0} | {ms:.2} | {share:.0}% |"),
-            Some(other) => {
-                let (other_tps, _) = decode(other, batch, &dev);
-                println!(
-                    "| {batch} | {tps:.0} | {ms:.2} | {share:.0}% | {other_tps:.0} | {:.2} |",
-                    tps / other_tps.max(f64::MIN_POSITIVE)
-                );
-            }
+        let (tps, ms) = decode(&model, batch, false, &dev);
+        let (graph_tps, _) = decode(&model, batch, true, &dev);
+        let mut row = format!(
+            "| {batch} | {tps:.0} | {ms:.2} | {:.0}% | {graph_tps:.0} | {:.2} | {:.0}% |",
+            share(tps, batch),
+            graph_tps / tps.max(f64::MIN_POSITIVE),
+            share(graph_tps, batch)
+        );
+        if let Some(other) = &unfused {
+            let (other_tps, _) = decode(other, batch, false, &dev);
+            row += &format!(
+                " {other_tps:.0} | {:.2} |",
+                tps / other_tps.max(f64::MIN_POSITIVE)
+            );
         }
+        println!("{row}");
     }
 }

@@ -76,6 +76,7 @@ fn main() {
             enable_prefix_caching: true,
         },
         max_waiting: 0,
+        cuda_graphs: false,
     };
     let engine = EngineHandle::start(model.clone(), config).unwrap();
 

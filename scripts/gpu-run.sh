@@ -6,9 +6,10 @@
 #   bash scripts/gpu-run.sh e2e              carry [".gpu"]: the CUDA engine end to end (below)
 #   bash scripts/gpu-run.sh cpu [quick]      carry [".gpu"]: CPU kernel tests + bench on the host's CPU
 #   bash scripts/gpu-run.sh [all] [quick]    both (may not fit one 10-minute call: prefer two calls)
-# e2e: the CUDA-vs-CPU engine tests (greedy tokens, fp8 vs bf16 KV logits, pool sizing), `ember generate
-# --device cuda`, decode tok/s vs the batch-1 roofline at batch 1/64/256 (bf16 and fp8 KV), `ember bench`
-# in-process (greedy), and the arc_easy (200 docs) accuracy with --kv-cache-dtype auto vs fp8. A row whose
+# e2e: the CUDA-vs-CPU engine tests (greedy tokens, fp8 vs bf16 KV logits, pool sizing, CUDA-graph decode
+# vs eager), `ember generate --device cuda` (eager, then EMBER_CUDA_GRAPHS=1), decode tok/s vs the batch-1
+# roofline at batch 1/64/256 (bf16 and fp8 KV; eager and CUDA graph side by side), `ember bench`
+# in-process (greedy; eager, then with CUDA graphs), and the arc_easy (200 docs) accuracy with --kv-cache-dtype auto vs fp8. A row whose
 # model was not staged says so and is skipped. Logs go to $OUT (or /tmp/ember-gpu); a table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -109,6 +110,7 @@ if [ "$mode" = e2e ] || [ "$mode" = all ]; then
   row "engine tests" "exit ${PIPESTATUS[0]}: $(grep -E '^test result' "$out/engine.log" | tail -1)"
   while read -r l; do row "greedy CUDA vs CPU" "$l"; done < <(grep -E 'first divergence' "$out/engine.log")
   while read -r l; do row "fp8 KV logits" "$l"; done < <(grep -E 'relative L2' "$out/engine.log")
+  while read -r l; do row "CUDA graph vs eager" "$l"; done < <(grep -E 'difference|graphs vs eager|^captured' "$out/engine.log")
   grep -q "skipping" "$out/engine.log" && row "engine tests" "some skipped: $(grep -m1 skipping "$out/engine.log")"
 
   if have_model smollm2-135m-instruct; then
@@ -116,6 +118,9 @@ if [ "$mode" = e2e ] || [ "$mode" = all ]; then
     EMBER_LOG=info "$bin/ember" generate --model smollm2-135m-instruct --device cuda --temperature 0 \
       --prompt "The capital of France is" --max-tokens 16 2>&1 | tee "$out/generate.log"
     row "ember generate --device cuda" "exit ${PIPESTATUS[0]}: $(tail -1 "$out/generate.log")"
+    EMBER_CUDA_GRAPHS=1 EMBER_LOG=info "$bin/ember" generate --model smollm2-135m-instruct --device cuda \
+      --temperature 0 --prompt "The capital of France is" --max-tokens 16 2>&1 | tee "$out/generate_graph.log"
+    row "ember generate --device cuda, CUDA graph" "exit ${PIPESTATUS[0]}: $(grep -m1 'CUDA graph' "$out/generate_graph.log"); $(tail -1 "$out/generate_graph.log")"
   else
     row "ember generate --device cuda" "skipped: smollm2-135m-instruct not staged (gpu-models.sh)"
   fi
@@ -127,7 +132,7 @@ if [ "$mode" = e2e ] || [ "$mode" = all ]; then
   fi
   for kv in auto fp8; do
     "$bin/gpu_decode" "${target[@]}" --kv "$kv" 2>&1 | tee "$out/decode_$kv.log"
-    while read -r l; do row "decode, KV $kv" "$l"; done < <(grep -E '^(model|skipping)' "$out/decode_$kv.log"; grep -E '^\| [0-9]' "$out/decode_$kv.log" | awk -F'|' '{for (i = 2; i <= 5; i++) gsub(/^ +| +$/, "", $i); printf "batch %s: %s tok/s, %s ms/step, %s of the weight-read bound\n", $2, $3, $4, $5}')
+    while read -r l; do row "decode, KV $kv" "$l"; done < <(grep -E '^(model|skipping)' "$out/decode_$kv.log"; grep -E '^\| [0-9]' "$out/decode_$kv.log" | awk -F'|' '{for (i = 2; i <= 5; i++) gsub(/^ +| +$/, "", $i); printf "batch %s: %s tok/s, %s ms/step, %s of the weight-read bound; CUDA graph %s tok/s (%s x eager, %s of the bound)\n", $2, $3, $4, $5, $6, $7, $8}')
   done
 
   echo "== serving benchmark (in-process, greedy)"
@@ -135,6 +140,9 @@ if [ "$mode" = e2e ] || [ "$mode" = all ]; then
     "$bin/ember" bench --model qwen2.5-coder-0.5b-instruct --device cuda --num-prompts 256 \
       --random-input-len 512 --random-output-len 128 --ignore-eos 2>&1 | tee "$out/serve_bench.log"
     row "ember bench, 256 x (512 in, 128 out)" "exit ${PIPESTATUS[0]}: $(grep -E 'Output token throughput|Mean TTFT|Mean TPOT' "$out/serve_bench.log" | tr -s ' ' | tr '\n' ';')"
+    EMBER_CUDA_GRAPHS=1 "$bin/ember" bench --model qwen2.5-coder-0.5b-instruct --device cuda --num-prompts 256 \
+      --random-input-len 512 --random-output-len 128 --ignore-eos 2>&1 | tee "$out/serve_bench_graph.log"
+    row "ember bench, same, CUDA graphs" "exit ${PIPESTATUS[0]}: $(grep -E 'Output token throughput|Mean TTFT|Mean TPOT' "$out/serve_bench_graph.log" | tr -s ' ' | tr '\n' ';')"
   else
     row "ember bench" "skipped: qwen2.5-coder-0.5b-instruct not staged"
   fi

@@ -93,6 +93,15 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ..SamplingParams::default()
     };
     let mut engine = LlmEngine::new(Arc::new(loaded), scheduler, cache)?;
+    if ember_engine::cuda_graphs_requested() {
+        // One sequence: one graph, for contexts up to this prompt plus its output.
+        if let Some(c) = engine.capture_cuda_graphs(1, prompt_len + args.max_tokens)? {
+            eprintln!(
+                "ember: decode captured as a CUDA graph in {:.2} s (replay vs eager logits difference {:e})",
+                c.seconds, c.max_replay_difference
+            );
+        }
+    }
     engine.add_request(Request::new("generate", ids, sampling))?;
     let mut stdout = std::io::stdout().lock();
     while engine.has_unfinished() {

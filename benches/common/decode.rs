@@ -64,8 +64,8 @@ impl DecodeWorkload {
             .expect("prefill");
     }
 
-    /// Decode step `i` (0-based after the prefill): one token per sequence; returns the logits.
-    pub fn step(&self, model: &DecoderModel, cache: &mut PagedKvCache, i: usize) -> Tensor {
+    /// The batch of decode step `i` (0-based after the prefill): one token per sequence.
+    pub fn step_batch(&self, i: usize) -> ForwardBatch {
         let tokens: Vec<[u32; 1]> = (0..self.batch)
             .map(|s| [(i as u32 * 7 + s as u32 * 13 + 1) % self.vocab])
             .collect();
@@ -77,8 +77,13 @@ impl DecodeWorkload {
                 logits: LogitsWanted::Last,
             })
             .collect();
+        ForwardBatch::build(&chunks, BLOCK).unwrap()
+    }
+
+    /// Decode step `i`, run eagerly; returns the logits.
+    pub fn step(&self, model: &DecoderModel, cache: &mut PagedKvCache, i: usize) -> Tensor {
         model
-            .forward(&ForwardBatch::build(&chunks, BLOCK).unwrap(), cache)
+            .forward(&self.step_batch(i), cache)
             .expect("decode step")
     }
 }

@@ -15,7 +15,7 @@ use crate::config::{CacheConfig, SchedulerConfig};
 use crate::detokenizer::IncrementalDetokenizer;
 use crate::error::{Error, Result, SchedulerError, ValidationError};
 use crate::metrics::{EngineMetrics, MetricsSnapshot};
-use crate::model_runner::{ModelRunner, RowUse};
+use crate::model_runner::{GraphCapture, ModelRunner, RowUse};
 use crate::request::{FinishReason, Request, RequestId, RequestStatus, StopCause};
 use crate::sampler::{self, SampleRow, TokenLogprobs};
 use crate::scheduler::Scheduler;
@@ -128,6 +128,22 @@ impl LlmEngine {
 
     pub fn model(&self) -> &LoadedModel {
         &self.model
+    }
+
+    /// Captures CUDA graphs of decode steps up to `max_batch` sequences and `max_context` tokens (see
+    /// [`ModelRunner::capture_decode_graphs`]); call before the first request. `Ok(None)` on the CPU.
+    pub fn capture_cuda_graphs(
+        &mut self,
+        max_batch: usize,
+        max_context: usize,
+    ) -> Result<Option<GraphCapture>> {
+        self.runner
+            .capture_decode_graphs(&self.model.model, max_batch, max_context)
+    }
+
+    /// How many decode batch sizes run through a captured CUDA graph.
+    pub fn captured_graphs(&self) -> usize {
+        self.runner.captured_graphs()
     }
 
     pub fn scheduler(&self) -> &Scheduler {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ember_models::loader::LoadedModel;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::{CacheConfig, SchedulerConfig};
 use crate::engine::{LlmEngine, RequestOutput};
@@ -30,6 +30,8 @@ pub struct EngineConfig {
     /// Most requests waiting to be scheduled (not yet running); 0 = no cap. Over it, `submit` fails with
     /// [`Error::QueueFull`] (the server's 429).
     pub max_waiting: usize,
+    /// Capture decode steps as CUDA graphs at start (on CUDA; `--enforce-eager` turns it off).
+    pub cuda_graphs: bool,
 }
 
 impl EngineConfig {
@@ -74,11 +76,29 @@ pub struct EngineHandle {
 impl EngineHandle {
     /// Builds the engine (allocating its KV cache) and starts its loop on a new thread.
     pub fn start(model: Arc<LoadedModel>, config: EngineConfig) -> Result<Self> {
-        let engine = LlmEngine::new(
+        let mut engine = LlmEngine::new(
             model.clone(),
             config.scheduler.clone(),
             config.cache.clone(),
         )?;
+        if config.cuda_graphs {
+            let (batch, context) = (
+                config.scheduler.max_num_seqs,
+                config.scheduler.max_model_len,
+            );
+            match engine.capture_cuda_graphs(batch, context) {
+                Ok(None) => {}
+                Ok(Some(c)) => info!(
+                    "captured CUDA graphs of decode steps for {} batch sizes ({:?}) up to {} tokens of                      context in {:.2} s; largest replay-vs-eager logits difference {:e}",
+                    c.batch_sizes.len(),
+                    c.batch_sizes,
+                    c.max_context,
+                    c.seconds,
+                    c.max_replay_difference
+                ),
+                Err(e) => warn!("{e}; every step runs eagerly"),
+            }
+        }
         let max_concurrency =
             config.cache.capacity_tokens() as f64 / config.scheduler.max_model_len as f64;
         info!(

@@ -23,7 +23,10 @@ pub use engine::{LlmEngine, RequestOutput, RequestTimings};
 pub use error::{Error, Result, SchedulerError, ValidationError};
 pub use handle::{EngineConfig, EngineHandle, RequestStream};
 pub use metrics::{Histogram, MetricsSnapshot};
-pub use options::{check_gpu_memory_utilization, EngineOptions};
+pub use model_runner::{capture_sizes, GraphCapture};
+pub use options::{
+    check_gpu_memory_utilization, cuda_graphs_requested, EngineOptions, CUDA_GRAPHS_ENV,
+};
 pub use prefix_hash::BlockHash;
 pub use request::{FinishReason, Request, RequestId, RequestStatus, SamplingParams, StopCause};
 pub use sampler::{SampleOutput, SampleRow, TokenLogprobs};

@@ -43,6 +43,17 @@ pub struct EngineOptions {
     pub kv_cache_dtype: String,
     /// `--gpu-memory-utilization`: share of the accelerator's memory for weights, activations and KV.
     pub gpu_memory_utilization: f64,
+    /// `--enforce-eager`: never capture CUDA graphs.
+    pub enforce_eager: bool,
+}
+
+/// Environment variable that turns on CUDA-graph capture of decode steps (`1`). Off by default until the
+/// capture has been checked on a GPU; `--enforce-eager` keeps it off either way.
+pub const CUDA_GRAPHS_ENV: &str = "EMBER_CUDA_GRAPHS";
+
+/// Whether [`CUDA_GRAPHS_ENV`] asks for CUDA graphs.
+pub fn cuda_graphs_requested() -> bool {
+    std::env::var(CUDA_GRAPHS_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 impl Default for EngineOptions {
@@ -64,6 +75,7 @@ impl Default for EngineOptions {
             dtype: "auto".into(),
             kv_cache_dtype: "auto".into(),
             gpu_memory_utilization: DEFAULT_GPU_MEMORY_UTILIZATION,
+            enforce_eager: false,
         }
     }
 }
@@ -185,6 +197,7 @@ impl EngineOptions {
                 enable_prefix_caching: self.enable_prefix_caching,
             },
             max_waiting: self.max_waiting,
+            cuda_graphs: !on_cpu && !self.enforce_eager && cuda_graphs_requested(),
         };
         config.scheduler.validate()?;
         config.cache.validate()?;

@@ -299,3 +299,22 @@ fn default_model_through_the_engine_knows_paris_and_stops_on_strings() {
         Some("stop")
     );
 }
+
+/// On the CPU there are no CUDA graphs to capture: asking is a no-op, and every step still runs (the
+/// engine's output is the eager one).
+#[test]
+fn cuda_graph_capture_is_a_no_op_on_the_cpu() {
+    let (_dir, model) = tiny_model();
+    let cache = CacheConfig {
+        block_size: 4,
+        num_blocks: 64,
+        enable_prefix_caching: false,
+    };
+    let mut engine = LlmEngine::new(model.clone(), SchedulerConfig::default(), cache).unwrap();
+    assert_eq!(engine.capture_cuda_graphs(8, 256).unwrap(), None);
+    assert_eq!(engine.captured_graphs(), 0);
+    let vocab = model.config.vocab_size as u32;
+    let (outs, _) = run(&model, requests(3, vocab), 64, false, 8);
+    let again = engine.generate(requests(3, vocab)).unwrap();
+    assert_eq!(tokens(&again), tokens(&outs));
+}

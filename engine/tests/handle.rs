@@ -26,6 +26,7 @@ fn config(num_blocks: usize, max_waiting: usize) -> EngineConfig {
             enable_prefix_caching: true,
         },
         max_waiting,
+        cuda_graphs: false,
     }
 }
 

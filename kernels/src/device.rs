@@ -89,16 +89,27 @@ fn note_fallback(e: &Error) {
 /// while a kernel on the other still reads it (seen on the H100 as illegal addresses in `ember eval`, gone
 /// under `CUDA_LAUNCH_BLOCKING=1`), and `synchronize` waits for the calling thread's stream alone. With a
 /// stream of its own, the order of the work is the order the host issued it, whatever the thread.
+///
+/// Slices are not tracked with CUDA events either: cudarc's tracking (two events per allocation, a wait
+/// and a record per kernel argument) orders work between streams, and with one stream the issue order
+/// already does; it was host time on every launch, and an event recorded inside a CUDA-graph capture
+/// cannot be waited on outside it ([`crate::cuda::StepGraph`]). Copies to the host still wait for the
+/// stream (cudarc synchronises pageable copies), and frees are stream-ordered.
 #[cfg(feature = "cuda")]
 fn open_cuda(ordinal: usize) -> Result<Device> {
-    Device::new_cuda_with_stream(ordinal).map_err(|e| {
+    let device = Device::new_cuda_with_stream(ordinal).map_err(|e| {
         // candle appends a backtrace; the first line says why.
         let why = e.to_string();
         Error::Device(format!(
             "CUDA device {ordinal}: {}",
             why.lines().next().unwrap_or_default()
         ))
-    })
+    })?;
+    if let Device::Cuda(dev) = &device {
+        // SAFETY: before any allocation of this device; all of its work goes to its one stream (above).
+        unsafe { dev.disable_event_tracking() };
+    }
+    Ok(device)
 }
 
 #[cfg(not(feature = "cuda"))]

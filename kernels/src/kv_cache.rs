@@ -199,12 +199,9 @@ impl PagedKvCache {
             #[cfg(feature = "cuda")]
             Some(Storage::Cuda(c)) => Ok(StepMetadata {
                 host: meta,
-                gpu: Some(crate::cuda::GpuAttentionMetadata::upload(
-                    meta,
-                    tokens,
-                    c.spec(),
-                    c.device(),
-                )?),
+                gpu: Some(crate::metadata::GpuStepMetadata::Owned(Box::new(
+                    crate::cuda::GpuAttentionMetadata::upload(meta, tokens, c.spec(), c.device())?,
+                ))),
             }),
             _ => {
                 let _ = tokens;

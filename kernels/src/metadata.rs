@@ -80,15 +80,48 @@ impl AttentionMetadata {
 }
 
 /// One step's attention metadata as every layer of the step reads it: the host copy, and on CUDA the
-/// device copy uploaded once per step ([`crate::PagedKvCache::prepare_step`]).
+/// device copy — uploaded once per step ([`crate::PagedKvCache::prepare_step`]), or a captured CUDA
+/// graph's persistent buffers refilled before each launch ([`StepMetadata::on_device`]).
 pub struct StepMetadata<'a> {
     pub(crate) host: &'a AttentionMetadata,
     #[cfg(feature = "cuda")]
-    pub(crate) gpu: Option<crate::cuda::GpuAttentionMetadata>,
+    pub(crate) gpu: Option<GpuStepMetadata<'a>>,
 }
 
-impl StepMetadata<'_> {
+/// The device copy a step reads: its own upload, or buffers that outlive the step.
+#[cfg(feature = "cuda")]
+pub(crate) enum GpuStepMetadata<'a> {
+    Owned(Box<crate::cuda::GpuAttentionMetadata>),
+    Shared(&'a crate::cuda::GpuAttentionMetadata),
+}
+
+#[cfg(feature = "cuda")]
+impl std::ops::Deref for GpuStepMetadata<'_> {
+    type Target = crate::cuda::GpuAttentionMetadata;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Owned(m) => m,
+            Self::Shared(m) => m,
+        }
+    }
+}
+
+impl<'a> StepMetadata<'a> {
     pub fn host(&self) -> &AttentionMetadata {
         self.host
+    }
+
+    /// A step reading device metadata that lives beyond it (a CUDA graph's input buffers); `host` is
+    /// what the CPU kernels would read, unused on CUDA.
+    #[cfg(feature = "cuda")]
+    pub fn on_device(
+        host: &'a AttentionMetadata,
+        gpu: &'a crate::cuda::GpuAttentionMetadata,
+    ) -> Self {
+        Self {
+            host,
+            gpu: Some(GpuStepMetadata::Shared(gpu)),
+        }
     }
 }

@@ -4,6 +4,8 @@
 pub mod batch;
 pub mod chat_template;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod decode_graph;
 pub mod error;
 pub mod layers;
 pub mod llama;

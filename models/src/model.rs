@@ -13,12 +13,13 @@ use crate::loader::Weights;
 use crate::step_rope::StepRope;
 use crate::{Error, Result};
 
-/// What every layer of one step shares: the host batch, the attention metadata prepared for the cache's
-/// device, and on accelerators the step's RoPE tables.
-struct Step<'a> {
-    batch: &'a ForwardBatch,
-    attention: StepMetadata<'a>,
-    rope: Option<StepRope>,
+/// What every layer of one step shares: the token count, the positions (the CPU's RoPE reads them), the
+/// attention metadata prepared for the cache's device, and on accelerators the step's RoPE tables.
+pub(crate) struct Step<'a> {
+    pub(crate) tokens: usize,
+    pub(crate) positions: &'a [usize],
+    pub(crate) attention: StepMetadata<'a>,
+    pub(crate) rope: Option<&'a StepRope>,
 }
 
 /// The q, k and v projections: one fused matmul where the weights allow it.
@@ -82,13 +83,12 @@ impl Attention {
         rope: &RopeTable,
         cache: &mut LayerKvCache,
     ) -> Result<Tensor> {
-        let batch = step.batch;
-        let tokens = batch.num_tokens();
+        let tokens = step.tokens;
         let heads = |t: Tensor, n: usize| t.reshape((tokens, n, self.head_dim));
         let (q, k, v) = match &self.qkv {
             QkvProjection::Fused(qkv) => {
                 let qkv = qkv.forward(x)?;
-                match (&step.rope, &self.q_norm) {
+                match (step.rope, &self.q_norm) {
                     // On an accelerator without q/k norms: split and rotate in one kernel.
                     (Some(rope), None) => {
                         let (cos, sin, style) = rope.rows()?;
@@ -122,10 +122,10 @@ impl Attention {
             (Some(qn), Some(kn)) => (qn.forward(&q)?, kn.forward(&k)?),
             _ => (q, k),
         };
-        let (q, k) = match &step.rope {
+        let (q, k) = match step.rope {
             None => (
-                ember_kernels::apply_rope(&q, &batch.positions, rope)?,
-                ember_kernels::apply_rope(&k, &batch.positions, rope)?,
+                ember_kernels::apply_rope(&q, step.positions, rope)?,
+                ember_kernels::apply_rope(&k, step.positions, rope)?,
             ),
             Some(r) => (r.apply(&q)?, r.apply(&k)?),
         };
@@ -337,41 +337,83 @@ impl DecoderModel {
         }
     }
 
-    /// [`DecoderModel::forward`] once its inputs are checked.
+    /// [`DecoderModel::forward`] once its inputs are checked: uploads the step's inputs, runs the layers,
+    /// and computes the logits of the wanted rows.
     fn forward_checked(&self, batch: &ForwardBatch, cache: &mut PagedKvCache) -> Result<Tensor> {
         let tokens = batch.num_tokens();
         let ids = Tensor::new(batch.token_ids.as_slice(), &self.device)?;
-        let mut x = self.embed_tokens.forward(&ids)?.to_dtype(self.dtype)?;
-        let step = Step {
-            batch,
-            attention: cache.prepare_step(&batch.attention, tokens)?,
-            rope: if self.device.is_cpu() {
-                None
-            } else {
-                Some(StepRope::new(&self.rope, &batch.positions, &self.device)?)
-            },
+        let rope = if self.device.is_cpu() {
+            None
+        } else {
+            Some(StepRope::new(&self.rope, &batch.positions, &self.device)?)
         };
-        let mut pending: Option<Tensor> = None;
-        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let (residual, h) =
-                layer.forward(&x, pending.as_ref(), &step, &self.rope, layer_cache)?;
-            x = residual;
-            pending = Some(h);
-        }
-        if let Some(h) = pending {
-            x = (x + h)?;
-        }
-        let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
-        if rows.is_empty() {
+        let step = Step {
+            tokens,
+            positions: &batch.positions,
+            attention: cache.prepare_step(&batch.attention, tokens)?,
+            rope: rope.as_ref(),
+        };
+        let hidden = self.hidden_states(&ids, &step, cache)?;
+        if batch.logits_indices.is_empty() {
             return Ok(Tensor::zeros(
                 (0, self.config.vocab_size),
                 DType::F32,
                 &self.device,
             )?);
         }
-        let rows = Tensor::new(rows.as_slice(), &self.device)?;
-        let x = self.norm.forward(&x.index_select(&rows, 0)?)?;
-        Ok(self.lm_head.forward(&x)?.to_dtype(DType::F32)?)
+        // A decode step wants every token's row, in order: no gather.
+        let every_row = batch.logits_indices.len() == tokens
+            && batch
+                .logits_indices
+                .iter()
+                .enumerate()
+                .all(|(i, &r)| i == r);
+        let hidden = if every_row {
+            hidden
+        } else {
+            let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
+            hidden.index_select(&Tensor::new(rows.as_slice(), &self.device)?, 0)?
+        };
+        self.logits(&self.final_norm(&hidden)?)
+    }
+
+    /// The layers over one step whose inputs are already where the model runs (`ids`: `[tokens]` u32):
+    /// writes the step's K/V into `cache` and returns the residual stream after the last layer,
+    /// `[tokens, hidden]` in the model's dtype, before the final norm. Issues device work only (no host
+    /// copy, no synchronisation), so a CUDA graph can capture it.
+    pub(crate) fn hidden_states(
+        &self,
+        ids: &Tensor,
+        step: &Step<'_>,
+        cache: &mut PagedKvCache,
+    ) -> Result<Tensor> {
+        let mut x = self.embed_tokens.forward(ids)?.to_dtype(self.dtype)?;
+        let mut pending: Option<Tensor> = None;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let (residual, h) =
+                layer.forward(&x, pending.as_ref(), step, &self.rope, layer_cache)?;
+            x = residual;
+            pending = Some(h);
+        }
+        Ok(match pending {
+            Some(h) => (x + h)?,
+            None => x,
+        })
+    }
+
+    /// The final norm, kept apart from [`DecoderModel::logits`] so a captured step can end with it.
+    pub(crate) fn final_norm(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.norm.forward(hidden)
+    }
+
+    /// f32 logits `[rows, vocab]` of final-normed hidden rows.
+    pub(crate) fn logits(&self, normed: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(normed)?.to_dtype(DType::F32)?)
+    }
+
+    /// The RoPE table the model rotates with.
+    pub fn rope_table(&self) -> &RopeTable {
+        &self.rope
     }
 }
 

@@ -27,6 +27,37 @@ impl StepRope {
         })
     }
 
+    /// Tables for `capacity` tokens, all at position 0, to be rewritten in place by
+    /// [`StepRope::refill`]: a CUDA graph reads them from the same device memory at every launch.
+    pub fn persistent(table: &RopeTable, capacity: usize, device: &Device) -> Result<Self> {
+        Self::new(table, &vec![0; capacity], device)
+    }
+
+    /// Rewrites the rows in place for `positions` (at most the capacity; the rows past them are left as
+    /// they are: padding nobody reads).
+    pub fn refill(&self, table: &RopeTable, positions: &[usize]) -> Result<()> {
+        let (capacity, _, half) = self.cos.dims3()?;
+        if positions.len() > capacity || table.head_dim() != 2 * half || table.style() != self.style
+        {
+            return Err(Error::Batch(format!(
+                "rope rows for {} positions into tables for {capacity} of head_dim {}",
+                positions.len(),
+                2 * half
+            )));
+        }
+        if positions.is_empty() {
+            return Ok(());
+        }
+        let (cos, sin) = table.rows(positions);
+        let shape = (positions.len(), 1, half);
+        let device = self.cos.device();
+        self.cos
+            .slice_set(&Tensor::from_vec(cos, shape, device)?, 0, 0)?;
+        self.sin
+            .slice_set(&Tensor::from_vec(sin, shape, device)?, 0, 0)?;
+        Ok(())
+    }
+
     /// The step's cos and sin as `[tokens, head_dim / 2]` (views, no copy) and the pairing style: what
     /// `ember_kernels::split_qkv_rope` rotates with.
     pub fn rows(&self) -> Result<(Tensor, Tensor, RopeStyle)> {
@@ -68,6 +99,29 @@ impl StepRope {
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// Refilled tables (rewritten in place: `refill` takes `&self`) equal fresh ones for the same
+    /// positions, and more positions than rows are refused.
+    #[test]
+    fn refill_rewrites_the_rows_in_place() {
+        let table = RopeTable::new(8, 10_000.0, RopeStyle::Half);
+        let rope = StepRope::persistent(&table, 5, &Device::Cpu).unwrap();
+        let positions = [3usize, 900, 0];
+        rope.refill(&table, &positions).unwrap();
+        let fresh = StepRope::new(&table, &positions, &Device::Cpu).unwrap();
+        let rows = |t: &Tensor| {
+            t.narrow(0, 0, 3)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        assert_eq!(rows(&rope.cos), rows(&fresh.cos));
+        assert_eq!(rows(&rope.sin), rows(&fresh.sin));
+        assert_eq!(rope.cos.dims(), &[5, 1, 4]);
+        assert!(rope.refill(&table, &[1; 6]).is_err());
+    }
 
     /// candle's kernels with per-token tables compute what ember's CPU rope computes, in both styles
     /// (candle's CPU implementation indexes the tables as its CUDA kernels do).

@@ -2,7 +2,7 @@
 //!
 //! Flags ember cannot honour (tensor parallelism, other quantizations, …) are refused at start by
 //! [`ServeArgs::validate`] with a message saying so; harmless ones (`--swap-space`, `--trust-remote-code`,
-//! `--enforce-eager`, …) are accepted and have no effect.
+//! …) are accepted and have no effect.
 
 use std::path::PathBuf;
 
@@ -81,6 +81,10 @@ pub struct EngineArgs {
     /// Exact number of KV-cache blocks (overrides --kv-cache-memory and --gpu-memory-utilization).
     #[arg(long)]
     pub num_gpu_blocks_override: Option<usize>,
+    /// Never capture CUDA graphs: every step's kernels are launched one by one. (Decode-step capture is
+    /// opt-in with EMBER_CUDA_GRAPHS=1 until it has been checked on a GPU.)
+    #[arg(long)]
+    pub enforce_eager: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -105,6 +109,7 @@ impl EngineArgs {
             enable_prefix_caching: !self.no_enable_prefix_caching,
             seed,
             max_waiting,
+            enforce_eager: self.enforce_eager,
             ..EngineOptions::default()
         };
         self.device.apply(&mut options);
@@ -151,9 +156,6 @@ pub struct ServeArgs {
     /// Accepted for compatibility (CPU swap space in GiB); preempted requests are recomputed.
     #[arg(long, default_value_t = 4.0)]
     pub swap_space: f64,
-    /// Accepted for compatibility; ember has no CUDA graphs to disable.
-    #[arg(long)]
-    pub enforce_eager: bool,
     /// Accepted for compatibility; ember runs no model code from the model's repository.
     #[arg(long)]
     pub trust_remote_code: bool,
@@ -380,7 +382,14 @@ mod tests {
         ]);
         let o = a.engine.options(0, 0);
         assert!(!o.enable_prefix_caching && !o.enable_chunked_prefill);
+        assert!(!o.enforce_eager);
         a.validate().unwrap();
+        assert!(
+            parse(&["m", "--enforce-eager"])
+                .engine
+                .options(0, 0)
+                .enforce_eager
+        );
         let e = parse(&["m", "--tensor-parallel-size", "2"])
             .validate()
             .unwrap_err();

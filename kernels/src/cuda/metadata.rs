@@ -106,6 +106,101 @@ impl GpuAttentionMetadata {
     pub fn tokens(&self) -> usize {
         self.tokens
     }
+
+    /// Persistent metadata for a captured decode step of `capacity` one-token sequences with contexts of
+    /// at most `max_context` tokens: every shape and launch size is fixed (the decode kernel's split count
+    /// is sized for `max_context`; splits past a sequence's context exit at once), and
+    /// [`GpuAttentionMetadata::fill_decode`] rewrites the contents in place before each launch.
+    pub fn for_decode(
+        capacity: usize,
+        max_context: usize,
+        spec: &KvCacheSpec,
+        dev: &CudaDevice,
+    ) -> Result<Self> {
+        if capacity == 0 || max_context == 0 || capacity > i32::MAX as usize {
+            return Err(Error::Shape(format!(
+                "a decode step of {capacity} sequences up to {max_context} tokens"
+            )));
+        }
+        let max_blocks = max_context.div_ceil(spec.block_size);
+        let ids: Vec<i32> = (0..capacity as i32).collect();
+        let upload = |v: &[i32]| dev.clone_htod(v).map_err(cuda_err);
+        Ok(Self {
+            tokens: capacity,
+            block_size: spec.block_size,
+            query_start: upload(&ids)?,
+            query_len: upload(&vec![1; capacity])?,
+            context_len: upload(&vec![1; capacity])?,
+            block_tables: upload(&vec![0; capacity * max_blocks])?,
+            max_blocks_per_seq: max_blocks,
+            slot_mapping: dev.clone_htod(&vec![-1i64; capacity]).map_err(cuda_err)?,
+            prefill_ids: None,
+            num_prefill: 0,
+            max_prefill_len: 0,
+            decode_ids: Some(upload(&ids)?),
+            num_decode: capacity,
+            max_decode_context: max_context,
+            all_ids: Some(upload(&ids)?),
+            max_query_len: 1,
+            num_seqs: capacity,
+        })
+    }
+
+    /// Sequences a [`GpuAttentionMetadata::for_decode`] step holds.
+    pub fn decode_capacity(&self) -> usize {
+        self.num_decode
+    }
+
+    /// The longest context a [`GpuAttentionMetadata::for_decode`] step attends over.
+    pub fn decode_max_context(&self) -> usize {
+        self.max_decode_context
+    }
+
+    /// Writes a decode step's metadata (every sequence one token, `meta.seqs.len()` at most the capacity,
+    /// contexts at most `max_context`) into buffers made by [`GpuAttentionMetadata::for_decode`]. The
+    /// rows past the step's sequences are padding: a one-token context at block 0 and no cache write.
+    pub fn fill_decode(
+        &mut self,
+        meta: &AttentionMetadata,
+        spec: &KvCacheSpec,
+        dev: &CudaDevice,
+    ) -> Result<()> {
+        let n = meta.seqs.len();
+        meta.validate(n, spec)?;
+        let (capacity, max_blocks) = (self.num_decode, self.max_blocks_per_seq);
+        if n > capacity || spec.block_size != self.block_size || self.num_prefill != 0 {
+            return Err(Error::Shape(format!(
+                "{n} sequences (block size {}) into decode buffers for {capacity} (block size {})",
+                spec.block_size, self.block_size
+            )));
+        }
+        let mut context_len = vec![1i32; capacity];
+        let mut tables = vec![0i32; capacity * max_blocks];
+        let mut slots = vec![-1i64; capacity];
+        for (i, s) in meta.seqs.iter().enumerate() {
+            if s.query_len != 1 || s.context_len > self.max_decode_context {
+                return Err(Error::Shape(format!(
+                    "sequence {i}: {} query tokens over {} of context in a decode step of one token                      over at most {}",
+                    s.query_len, s.context_len, self.max_decode_context
+                )));
+            }
+            // validate() checked the ids against the cache (< num_blocks) and the context against the
+            // table; only the blocks the context covers are read.
+            let used = s.context_len.div_ceil(spec.block_size);
+            for (j, &b) in s.block_table[..used].iter().enumerate() {
+                tables[i * max_blocks + j] = b as i32;
+            }
+            context_len[i] = s.context_len as i32;
+            slots[i] = meta.slot_mapping[i] as i64;
+        }
+        dev.memcpy_htod(&context_len, &mut self.context_len)
+            .map_err(cuda_err)?;
+        dev.memcpy_htod(&tables, &mut self.block_tables)
+            .map_err(cuda_err)?;
+        dev.memcpy_htod(&slots, &mut self.slot_mapping)
+            .map_err(cuda_err)?;
+        Ok(())
+    }
 }
 
 /// Device allocations of length zero are not allowed; an empty batch uploads one unused element.

@@ -7,7 +7,8 @@
 //!   single-token decodes;
 //! - [`argmax_rows`]: greedy tokens picked on the device, so only token ids come back to the host;
 //! - `fused`: a decoder layer's small ops (q|k|v split with RoPE, residual add with RMSNorm, SiLU·mul of
-//!   the gate|up halves) in one launch each, behind `crate::split_qkv_rope` and its siblings.
+//!   the gate|up halves) in one launch each, behind `crate::split_qkv_rope` and its siblings;
+//! - [`StepGraph`]: a step's launches captured as a CUDA graph and replayed with one call.
 //!
 //! The arguments mean what they mean for the CPU kernels (`cpu::cache_write`, `cpu::paged_attention`):
 //! the same [`crate::KvCacheSpec`] layout (a block is `[num_kv_heads, block_size, head_dim]`) and the same
@@ -16,6 +17,7 @@
 mod attention;
 mod cache;
 pub(crate) mod fused;
+mod graph;
 mod logits;
 mod memory;
 mod metadata;
@@ -23,6 +25,7 @@ pub mod ptx;
 
 pub use attention::{paged_attention, paged_attention_into, KernelChoice};
 pub use cache::CudaLayerKvCache;
+pub use graph::StepGraph;
 pub use logits::{argmax_rows, copy_to_host};
 pub use memory::{device_memory, kv_blocks_for_memory};
 pub use metadata::GpuAttentionMetadata;
