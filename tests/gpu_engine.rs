@@ -40,9 +40,9 @@ fn load(spec: &str, options: &LoadOptions) -> Option<LoadedModel> {
     }
 }
 
-/// Greedy continuations of `prompts`, all in one engine (batched prefill and decode).
-fn greedy(model: LoadedModel, prompts: &[&str]) -> Vec<Vec<u32>> {
-    let model = Arc::new(model);
+/// Greedy continuations of `prompts`, all in one engine (batched prefill and decode), with its decode
+/// steps captured as CUDA graphs or not.
+fn greedy(model: &Arc<LoadedModel>, prompts: &[&str], graphs: bool) -> Vec<Vec<u32>> {
     let scheduler = SchedulerConfig {
         max_model_len: 1024,
         ..SchedulerConfig::default()
@@ -53,6 +53,17 @@ fn greedy(model: LoadedModel, prompts: &[&str]) -> Vec<Vec<u32>> {
         enable_prefix_caching: false,
     };
     let mut engine = LlmEngine::new(model.clone(), scheduler, cache).expect("engine");
+    if graphs {
+        let c = engine
+            .capture_cuda_graphs(8, 1024)
+            .expect("capture")
+            .expect("on CUDA");
+        println!(
+            "captured {:?} in {:.2} s, replay difference {:e}",
+            c.batch_sizes, c.seconds, c.max_replay_difference
+        );
+        assert_eq!(engine.captured_graphs(), c.batch_sizes.len());
+    }
     for (i, p) in prompts.iter().enumerate() {
         let ids = model.tokenizer.encode(p, true).expect("encode");
         let sampling = SamplingParams {
@@ -85,8 +96,8 @@ fn compare(spec: &str, prompts: &[&str]) {
     };
     let tokenizer = cpu.tokenizer.clone();
     let text = |ids: &[u32]| tokenizer.decode(ids, false).unwrap_or_default();
-    let want = greedy(cpu, prompts);
-    let got = greedy(cuda, prompts);
+    let want = greedy(&Arc::new(cpu), prompts, false);
+    let got = greedy(&Arc::new(cuda), prompts, false);
     for (i, p) in prompts.iter().enumerate() {
         let first_diff = want[i].iter().zip(&got[i]).position(|(a, b)| a != b);
         println!(
@@ -251,30 +262,6 @@ fn random_model(
     ember_models::random_model::RandomWeights::model(&config, dev, DType::BF16).expect("model")
 }
 
-/// Largest |a - b| over the largest |a|.
-fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = a
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    if diff.is_nan() {
-        f32::INFINITY
-    } else {
-        diff / scale.max(f32::MIN_POSITIVE)
-    }
-}
-
 /// A captured decode step replays what the eager forward computes: on fresh inputs at every step (stale
 /// inputs baked into the graph would show), for full and padded batches, with sequences at different
 /// context lengths crossing blocks and decode partitions (256 keys), for the fused-RoPE path (Qwen2), the
@@ -282,7 +269,7 @@ fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
 #[test]
 fn decode_graph_replays_match_the_eager_forward() {
     use ember_models::config::Architecture;
-    use ember_models::decode_graph::DecodeGraph;
+    use ember_models::decode_graph::{relative_difference, DecodeGraph};
     let Some(dev) = gpu() else { return };
     for arch in [
         Architecture::Qwen2,
@@ -344,7 +331,7 @@ fn decode_graph_replays_match_the_eager_forward() {
             let eager = model.forward(&batch, &mut cache).expect("eager");
             let replayed = graph.run(&model, &batch, &mut cache).expect("replay");
             assert_eq!(replayed.dims(), eager.dims());
-            let diff = relative_difference(&eager, &replayed);
+            let diff = relative_difference(&eager, &replayed).expect("difference");
             println!("{arch:?} step {step}: {n} of {capacity} sequences, difference {diff:e}");
             // A full batch runs the same kernels on the same shapes as the eager step; a padded one runs
             // its GEMMs on more rows, which cuBLAS may split differently (bf16 rounding).
@@ -384,51 +371,8 @@ fn greedy_output_is_the_same_with_and_without_cuda_graphs() {
         "The three primary colors are",
         "1, 2, 3,",
     ];
-    let run = |graphs: bool| {
-        let scheduler = SchedulerConfig {
-            max_model_len: 1024,
-            ..SchedulerConfig::default()
-        };
-        let cache = CacheConfig {
-            block_size: 16,
-            num_blocks: 256,
-            enable_prefix_caching: false,
-        };
-        let mut engine = LlmEngine::new(model.clone(), scheduler, cache).expect("engine");
-        if graphs {
-            let c = engine
-                .capture_cuda_graphs(8, 1024)
-                .expect("capture")
-                .expect("on CUDA");
-            println!(
-                "captured {:?} in {:.2} s, replay difference {:e}",
-                c.batch_sizes, c.seconds, c.max_replay_difference
-            );
-            assert_eq!(engine.captured_graphs(), c.batch_sizes.len());
-        }
-        for (i, p) in prompts.iter().enumerate() {
-            let ids = model.tokenizer.encode(p, true).expect("encode");
-            let sampling = SamplingParams {
-                temperature: 0.0,
-                max_tokens: Some(TOKENS),
-                ignore_eos: true,
-                ..SamplingParams::default()
-            };
-            engine
-                .add_request(Request::new(format!("r{i}").as_str(), ids, sampling))
-                .expect("add");
-        }
-        let mut out = vec![Vec::new(); prompts.len()];
-        while engine.has_unfinished() {
-            for o in engine.step().expect("step") {
-                let i: usize = o.id.as_str()[1..].parse().unwrap();
-                out[i].extend(o.new_token_ids);
-            }
-        }
-        out
-    };
-    let eager = run(false);
-    let graphed = run(true);
+    let eager = greedy(&model, &prompts, false);
+    let graphed = greedy(&model, &prompts, true);
     for (i, p) in prompts.iter().enumerate() {
         let first_diff = eager[i].iter().zip(&graphed[i]).position(|(a, b)| a != b);
         println!("{spec} prompt {i} {p:?}: graphs vs eager first divergence {first_diff:?}");

@@ -222,17 +222,18 @@ impl DecodeGraph {
         let batch = ForwardBatch::build(&chunks, bs)?;
         let eager = model.forward(&batch, cache)?;
         let replayed = self.run(model, &batch, cache)?;
-        let scale = eager
-            .abs()?
-            .max_all()?
-            .to_scalar::<f32>()?
-            .max(f32::MIN_POSITIVE);
-        let diff = (eager - replayed)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        // NaN compares false: report it as a difference.
-        Ok(if diff.is_nan() {
-            f32::INFINITY
-        } else {
-            diff / scale
-        })
+        relative_difference(&eager, &replayed)
     }
+}
+
+/// The largest `|reference - other|` over the largest `|reference|`; a NaN anywhere counts as an
+/// infinite difference (a comparison with NaN would pass any tolerance check).
+pub fn relative_difference(reference: &Tensor, other: &Tensor) -> Result<f32> {
+    let scale = reference.abs()?.max_all()?.to_scalar::<f32>()?;
+    let diff = (reference - other)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    Ok(if diff.is_nan() || scale.is_nan() {
+        f32::INFINITY
+    } else {
+        diff / scale.max(f32::MIN_POSITIVE)
+    })
 }
