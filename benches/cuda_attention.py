@@ -54,13 +54,15 @@ def main():
         sys.exit(f"bench binary failed with {proc.returncode}")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}")
-    print("\n| seq | ember prefill TFLOP/s | torch SDPA flash TFLOP/s | ratio |")
-    print("|---|---|---|---|")
+    pipelined = {r["seq"]: r["tflops"] for r in rows if r["kind"] == "prefill_pipelined"}
+    print("\n| seq | ember prefill TFLOP/s (staged) | pipelined | torch SDPA flash TFLOP/s | staged ratio | pipelined ratio |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         if r["kind"] != "prefill":
             continue
         theirs, _ = torch_prefill_tflops(r["seq"])
-        print(f"| {r['seq']} | {r['tflops']:.1f} | {theirs:.1f} | {r['tflops'] / theirs:.2f} |")
+        pipe = pipelined.get(r["seq"], float("nan"))
+        print(f"| {r['seq']} | {r['tflops']:.1f} | {pipe:.1f} | {theirs:.1f} | {r['tflops'] / theirs:.2f} | {pipe / theirs:.2f} |")
     copy = next(r for r in rows if r["kind"] == "copy")
     print(f"\ncopy ceiling (device-to-device, read + write): {copy['gbs']:.0f} GB/s")
     print("\n| batch | context | KV | ember decode µs | GB/s | of copy ceiling |")

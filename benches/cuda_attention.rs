@@ -8,7 +8,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use ember_kernels::cuda::{paged_attention, CudaLayerKvCache, GpuAttentionMetadata};
+use ember_kernels::cuda::{
+    paged_attention, paged_attention_scheduled, CudaLayerKvCache, GpuAttentionMetadata,
+    KernelChoice, PrefillSchedule,
+};
 use ember_kernels::{AttentionMetadata, DeviceChoice, KvCacheDtype, KvCacheSpec, SeqSpan};
 
 #[path = "common/gpu_copy.rs"]
@@ -128,21 +131,37 @@ fn main() {
     } else {
         &[512, 1024, 2048, 4096, 8192]
     };
+    // Both schedules of the prefill kernel, side by side.
     for &s in sizes {
         let (cache, meta, q) = setup(&dev, 1, s, s, KvCacheDtype::Auto);
-        let secs = time(&dev, || {
-            let _ = paged_attention(&q, &cache, &meta, scale).unwrap();
-        });
-        let flops = 2.0 * (s as f64).powi(2) * (HEADS * HEAD_DIM) as f64;
-        let tflops = flops / secs / 1e12;
-        println!(
-            "{{\"kind\":\"prefill\",\"seq\":{s},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS},\"head_dim\":{HEAD_DIM},\"ms\":{:.4},\"tflops\":{tflops:.2}}}",
-            secs * 1e3
-        );
-        table.push(format!(
-            "prefill seq {s:5}: {:8.3} ms  {tflops:7.1} TFLOP/s",
-            secs * 1e3
-        ));
+        let out = Tensor::zeros(q.dims(), q.dtype(), &dev).unwrap();
+        for (kind, schedule) in [
+            ("prefill", PrefillSchedule::Staged),
+            ("prefill_pipelined", PrefillSchedule::Pipelined),
+        ] {
+            let secs = time(&dev, || {
+                paged_attention_scheduled(
+                    &q,
+                    &cache,
+                    &meta,
+                    scale,
+                    &out,
+                    KernelChoice::Auto,
+                    schedule,
+                )
+                .unwrap();
+            });
+            let flops = 2.0 * (s as f64).powi(2) * (HEADS * HEAD_DIM) as f64;
+            let tflops = flops / secs / 1e12;
+            println!(
+                "{{\"kind\":\"{kind}\",\"seq\":{s},\"heads\":{HEADS},\"kv_heads\":{KV_HEADS},\"head_dim\":{HEAD_DIM},\"ms\":{:.4},\"tflops\":{tflops:.2}}}",
+                secs * 1e3
+            );
+            table.push(format!(
+                "{kind} seq {s:5}: {:8.3} ms  {tflops:7.1} TFLOP/s",
+                secs * 1e3
+            ));
+        }
     }
 
     // Decode: `batch` sequences of `ctx` cached tokens, one query each; bytes = K + V read once.

@@ -7,6 +7,12 @@
 // fp32 accumulation) and the softmax is online (running max and sum per row, in registers). Because the
 // S accumulator layout of mma equals the A-operand layout of the next mma, P never leaves registers.
 //
+// Two schedules of the same arithmetic (PIPE, chosen by the entry point): the staged one loads each K/V tile
+// with plain loads (converting fp8 caches on the way) and waits for it; the pipelined one (bf16/f16 caches)
+// copies with cp.async so that V of a tile lands while Q·Kᵀ runs and K of the next tile while P·V runs
+// (FlashAttention-2's overlap, within the same 34 KB of static shared memory), and reads the mma B
+// fragments with ldmatrix (.trans for V) instead of 32-bit and 16-bit shared loads.
+//
 // Query row r (0-based within its sequence's chunk) sits at absolute position past + r, where
 // past = context_len - query_len, and sees keys 0..=past + r (causal). GQA: head h reads kv head
 // h / (num_heads / num_kv_heads).
@@ -18,7 +24,59 @@ constexpr int BN = 64;       // keys per shared-memory tile
 constexpr int THREADS = 128;
 constexpr int PAD = 8;       // row padding (16 bytes) so the fragment reads hit distinct banks
 
-template <typename T, typename C, int D>
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16 bytes global -> shared without passing through registers (sm_80+).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+// Four 8x8 b16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, register j receives it in
+// the mma fragment layout (thread i: row i/4, columns 2(i%4), 2(i%4)+1), or transposed with .trans
+// (thread i: rows 2(i%4), 2(i%4)+1 of column i/4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *row) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row)));
+}
+
+template <typename A, typename B> struct SameType { static constexpr bool value = false; };
+template <typename A> struct SameType<A, A> { static constexpr bool value = true; };
+
+// One BN-key tile of a cache (K or V) into shared memory: rows past `kv_end` are zeros. PIPE issues
+// cp.async copies (the caller commits and waits); otherwise plain loads, converting fp8.
+template <bool PIPE, typename T, typename C, int D>
+__device__ __forceinline__ void load_tile(T *tile, const C *cache, float scale, const int *bt, int kt, int kv_end,
+                                          int block_size, int num_kv_heads, int kv_head) {
+  constexpr int LD = D + PAD;
+  for (int i = threadIdx.x; i < BN * (D / 8); i += THREADS) {
+    const int row = i / (D / 8), c8 = (i % (D / 8)) * 8;
+    const int pos = kt + row;
+    T *dst = tile + row * LD + c8;
+    if (pos < kv_end) {
+      const C *src = cache + cache_offset(bt, pos, block_size, num_kv_heads, kv_head, D) + c8;
+      if constexpr (PIPE) {
+        cp_async16(dst, src);
+      } else {
+        Row8<C, T>::copy(src, scale, dst);
+      }
+    } else {
+      zero8(dst);
+    }
+  }
+}
+
+template <bool PIPE, typename T, typename C, int D>
 __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__restrict__ q,
                                               const C *__restrict__ k_cache, const C *__restrict__ v_cache,
                                               const int *__restrict__ seq_ids, const int *__restrict__ query_start,
@@ -26,6 +84,7 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
                                               const int *__restrict__ block_tables, int max_blocks_per_seq,
                                               int num_heads, int num_kv_heads, int block_size, float scale_log2,
                                               float k_scale, float v_scale) {
+  static_assert(!PIPE || SameType<T, C>::value, "the pipelined schedule copies the cache as it is");
   constexpr int LD = D + PAD;
   __shared__ __align__(16) T ks[BN * LD];
   __shared__ __align__(16) T vs[BN * LD];
@@ -72,21 +131,20 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
   const int kv_end = past + min(q0 + BM, qlen);
   const int vis0 = past + r0, vis1 = past + r1;  // last visible key of each row
 
+  if constexpr (PIPE) {
+    load_tile<PIPE, T, C, D>(ks, k_cache, k_scale, bt, 0, kv_end, block_size, num_kv_heads, kv_head);
+    cp_async_commit();
+  }
   for (int kt = 0; kt < kv_end; kt += BN) {
-    __syncthreads();  // the previous tile is no longer read
-    for (int i = threadIdx.x; i < BN * (D / 8); i += THREADS) {
-      const int row = i / (D / 8), c8 = (i % (D / 8)) * 8;
-      const int pos = kt + row;
-      T *kd = ks + row * LD + c8;
-      T *vd = vs + row * LD + c8;
-      if (pos < kv_end) {
-        const size_t off = cache_offset(bt, pos, block_size, num_kv_heads, kv_head, D) + c8;
-        Row8<C, T>::copy(k_cache + off, k_scale, kd);
-        Row8<C, T>::copy(v_cache + off, v_scale, vd);
-      } else {
-        zero8(kd);
-        zero8(vd);
-      }
+    if constexpr (PIPE) {
+      // V of this tile lands while Q·Kᵀ runs (the sync ending the previous tile freed vs).
+      load_tile<PIPE, T, C, D>(vs, v_cache, v_scale, bt, kt, kv_end, block_size, num_kv_heads, kv_head);
+      cp_async_commit();
+      cp_async_wait<1>();  // K of this tile (the older group) is in
+    } else {
+      __syncthreads();  // the previous tile is no longer read
+      load_tile<PIPE, T, C, D>(ks, k_cache, k_scale, bt, kt, kv_end, block_size, num_kv_heads, kv_head);
+      load_tile<PIPE, T, C, D>(vs, v_cache, v_scale, bt, kt, kv_end, block_size, num_kv_heads, kv_head);
     }
     __syncthreads();
 
@@ -95,12 +153,24 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
 #pragma unroll
     for (int nt = 0; nt < BN / 8; nt++) {
       s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-      const T *krow = ks + (nt * 8 + g) * LD + 2 * t;
+      if constexpr (PIPE) {
+        // Matrix j of the x4 load: keys nt*8.., dims kc*16 + 8j..: b0, b1 of k-chunk kc, then of kc + 1.
+        const T *krow = ks + (nt * 8 + (lane & 7)) * LD + (lane >> 3) * 8;
 #pragma unroll
-      for (int kc = 0; kc < D / 16; kc++) {
-        const uint32_t b0 = *reinterpret_cast<const uint32_t *>(krow + kc * 16);
-        const uint32_t b1 = *reinterpret_cast<const uint32_t *>(krow + kc * 16 + 8);
-        mma16816<T>(s[nt], qa[kc], b0, b1);
+        for (int kc = 0; kc < D / 16; kc += 2) {
+          uint32_t b[4];
+          ldmatrix_x4(b, krow + kc * 16);
+          mma16816<T>(s[nt], qa[kc], b[0], b[1]);
+          mma16816<T>(s[nt], qa[kc + 1], b[2], b[3]);
+        }
+      } else {
+        const T *krow = ks + (nt * 8 + g) * LD + 2 * t;
+#pragma unroll
+        for (int kc = 0; kc < D / 16; kc++) {
+          const uint32_t b0 = *reinterpret_cast<const uint32_t *>(krow + kc * 16);
+          const uint32_t b1 = *reinterpret_cast<const uint32_t *>(krow + kc * 16 + 8);
+          mma16816<T>(s[nt], qa[kc], b0, b1);
+        }
       }
     }
 
@@ -156,18 +226,40 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
       pa[nt / 2][(nt % 2) * 2 + 1] = hi;
     }
 
+    if constexpr (PIPE) {
+      cp_async_wait<0>();  // V of this tile is in
+      __syncthreads();     // ... for every thread, and no warp reads ks any more
+      if (kt + BN < kv_end)
+        load_tile<PIPE, T, C, D>(ks, k_cache, k_scale, bt, kt + BN, kv_end, block_size, num_kv_heads, kv_head);
+      cp_async_commit();  // (an empty group after the last tile: the waits count groups)
+    }
+
     // O += P V: A = P (16 x 64 keys, 4 k-chunks), B = V (keys x D, 8 columns per n-tile).
 #pragma unroll
     for (int kc = 0; kc < BN / 16; kc++) {
-      const T *v0 = vs + (kc * 16 + 2 * t) * LD + g;
+      if constexpr (PIPE) {
+        // Matrix j of the x4.trans load: keys kc*16 + 8(j&1).., dims (dn + j/2)*8..: b0, b1 of n-tile dn,
+        // then of dn + 1.
+        const T *vrow = vs + (kc * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)) * LD + (lane >> 4) * 8;
 #pragma unroll
-      for (int dn = 0; dn < D / 8; dn++) {
-        const T *vp = v0 + dn * 8;
-        const uint32_t b0 = pack_halves(vp[0], vp[LD]);
-        const uint32_t b1 = pack_halves(vp[8 * LD], vp[9 * LD]);
-        mma16816<T>(o[dn], pa[kc], b0, b1);
+        for (int dn = 0; dn < D / 8; dn += 2) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, vrow + dn * 8);
+          mma16816<T>(o[dn], pa[kc], b[0], b[1]);
+          mma16816<T>(o[dn + 1], pa[kc], b[2], b[3]);
+        }
+      } else {
+        const T *v0 = vs + (kc * 16 + 2 * t) * LD + g;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; dn++) {
+          const T *vp = v0 + dn * 8;
+          const uint32_t b0 = pack_halves(vp[0], vp[LD]);
+          const uint32_t b1 = pack_halves(vp[8 * LD], vp[9 * LD]);
+          mma16816<T>(o[dn], pa[kc], b0, b1);
+        }
       }
     }
+    if constexpr (PIPE) __syncthreads();  // no warp reads vs when the next tile's V is issued
   }
 
   // Finish the row sums across the quad and write the normalised rows.
@@ -191,22 +283,27 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
 }
 }  // namespace
 
-// Entry points: flash_prefill_{q type}_{cache type}_d{head dim}.
-#define FLASH_PREFILL(NAME, T, C, D)                                                                        \
+// Entry points: flash_prefill_{q type}_{cache type}_d{head dim} (staged), flash_prefill_pipe_{type}_d{head dim}
+// (pipelined, caches of the model's type).
+#define FLASH_PREFILL(NAME, PIPE, T, C, D)                                                                        \
   extern "C" __global__ void __launch_bounds__(THREADS)                                                     \
       NAME(T *out, const T *q, const C *k_cache, const C *v_cache, const int *seq_ids, const int *query_start, \
            const int *query_len, const int *context_len, const int *block_tables, int max_blocks_per_seq,   \
            int num_heads, int num_kv_heads, int block_size, float scale_log2, float k_scale, float v_scale) { \
-    flash_prefill<T, C, D>(out, q, k_cache, v_cache, seq_ids, query_start, query_len, context_len,          \
+    flash_prefill<PIPE, T, C, D>(out, q, k_cache, v_cache, seq_ids, query_start, query_len, context_len,          \
                            block_tables, max_blocks_per_seq, num_heads, num_kv_heads, block_size, scale_log2, \
                            k_scale, v_scale);                                                               \
   }
 
-FLASH_PREFILL(flash_prefill_bf16_bf16_d64, bf16, bf16, 64)
-FLASH_PREFILL(flash_prefill_bf16_bf16_d128, bf16, bf16, 128)
-FLASH_PREFILL(flash_prefill_f16_f16_d64, f16, f16, 64)
-FLASH_PREFILL(flash_prefill_f16_f16_d128, f16, f16, 128)
-FLASH_PREFILL(flash_prefill_bf16_fp8_d64, bf16, fp8, 64)
-FLASH_PREFILL(flash_prefill_bf16_fp8_d128, bf16, fp8, 128)
-FLASH_PREFILL(flash_prefill_f16_fp8_d64, f16, fp8, 64)
-FLASH_PREFILL(flash_prefill_f16_fp8_d128, f16, fp8, 128)
+FLASH_PREFILL(flash_prefill_bf16_bf16_d64, false, bf16, bf16, 64)
+FLASH_PREFILL(flash_prefill_bf16_bf16_d128, false, bf16, bf16, 128)
+FLASH_PREFILL(flash_prefill_f16_f16_d64, false, f16, f16, 64)
+FLASH_PREFILL(flash_prefill_f16_f16_d128, false, f16, f16, 128)
+FLASH_PREFILL(flash_prefill_bf16_fp8_d64, false, bf16, fp8, 64)
+FLASH_PREFILL(flash_prefill_bf16_fp8_d128, false, bf16, fp8, 128)
+FLASH_PREFILL(flash_prefill_f16_fp8_d64, false, f16, fp8, 64)
+FLASH_PREFILL(flash_prefill_f16_fp8_d128, false, f16, fp8, 128)
+FLASH_PREFILL(flash_prefill_pipe_bf16_d64, true, bf16, bf16, 64)
+FLASH_PREFILL(flash_prefill_pipe_bf16_d128, true, bf16, bf16, 128)
+FLASH_PREFILL(flash_prefill_pipe_f16_d64, true, f16, f16, 64)
+FLASH_PREFILL(flash_prefill_pipe_f16_d128, true, f16, f16, 128)

@@ -8,8 +8,8 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::reference_attention;
 use ember_kernels::cuda::{
-    kv_blocks_for_memory, paged_attention_into, CudaLayerKvCache, GpuAttentionMetadata,
-    KernelChoice,
+    kv_blocks_for_memory, paged_attention_into, paged_attention_scheduled, CudaLayerKvCache,
+    GpuAttentionMetadata, KernelChoice, PrefillSchedule,
 };
 use ember_kernels::{
     add_rms_norm, argmax_rows, copy_to_host, first_max, silu_mul_halves, split_qkv_rope,
@@ -261,52 +261,55 @@ fn check(dev: &Device, case: Case, seqs: &[(usize, usize)], choice: KernelChoice
         "{case:?}: the cache write touched slots outside the slot mapping"
     );
 
-    // Attention into a NaN-poisoned output.
+    // Attention into a NaN-poisoned output, with each prefill schedule.
     let scale = 1.0 / (d as f32).sqrt();
     let q = to_device(&q_all, (tokens, h, d), dtype, dev);
-    let out = Tensor::full(f32::NAN, (tokens, h, d), dev)
-        .unwrap()
-        .to_dtype(dtype)
-        .unwrap();
-    paged_attention_into(&q, &cache, &gmeta, scale, &out, choice).unwrap();
-    let got: Vec<f32> = out
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let (mut err2, mut ref2) = (0f64, 0f64);
-    for (i, &(past, new)) in seqs.iter().enumerate() {
-        let start = meta.seqs[i].query_start;
-        let expected = reference_attention(
-            &q_all[start * h * d..(start + new) * h * d],
-            &cached_k[i],
-            &cached_v[i],
-            past + new,
-            new,
-            h,
-            kvh,
-            d,
-            scale as f64,
-        );
-        let g = &got[start * h * d..(start + new) * h * d];
-        for (j, (&g, &e)) in g.iter().zip(&expected).enumerate() {
-            assert!(
-                g.is_finite(),
-                "{case:?} {choice:?}: seq {i} (past {past}, new {new}) element {j} is {g} (unwritten or NaN)"
+    for schedule in [PrefillSchedule::Staged, PrefillSchedule::Pipelined] {
+        let out = Tensor::full(f32::NAN, (tokens, h, d), dev)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
+        paged_attention_scheduled(&q, &cache, &gmeta, scale, &out, choice, schedule).unwrap();
+        let got: Vec<f32> = out
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let (mut err2, mut ref2) = (0f64, 0f64);
+        for (i, &(past, new)) in seqs.iter().enumerate() {
+            let start = meta.seqs[i].query_start;
+            let expected = reference_attention(
+                &q_all[start * h * d..(start + new) * h * d],
+                &cached_k[i],
+                &cached_v[i],
+                past + new,
+                new,
+                h,
+                kvh,
+                d,
+                scale as f64,
             );
-            err2 += (g as f64 - e).powi(2);
-            ref2 += e * e;
+            let g = &got[start * h * d..(start + new) * h * d];
+            for (j, (&g, &e)) in g.iter().zip(&expected).enumerate() {
+                assert!(
+                    g.is_finite(),
+                    "{case:?} {choice:?} {schedule:?}: seq {i} (past {past}, new {new}) element {j} is {g} \
+                     (unwritten or NaN)"
+                );
+                err2 += (g as f64 - e).powi(2);
+                ref2 += e * e;
+            }
         }
+        let rel = (err2 / ref2).sqrt();
+        eprintln!("{case:?} {choice:?} {schedule:?} seqs {seqs:?}: relative error {rel:.2e}");
+        assert!(
+            rel < tolerance(dtype),
+            "{case:?} {choice:?} {schedule:?} seqs {seqs:?}: relative error {rel:e} over {}",
+            tolerance(dtype)
+        );
     }
-    let rel = (err2 / ref2).sqrt();
-    eprintln!("{case:?} {choice:?} seqs {seqs:?}: relative error {rel:.2e}");
-    assert!(
-        rel < tolerance(dtype),
-        "{case:?} {choice:?} seqs {seqs:?}: relative error {rel:e} over {}",
-        tolerance(dtype)
-    );
 }
 
 /// Mixed batches: fresh prefills, chunked prefills over cached context, decodes, odd lengths and block

@@ -17,6 +17,32 @@ pub enum KernelChoice {
     PrefillOnly,
 }
 
+/// How the prefill kernel moves K/V tiles into shared memory (`kernels/cuda/flash_prefill.cu`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PrefillSchedule {
+    /// Plain loads, then compute (fp8 caches are converted on the way in).
+    #[default]
+    Staged,
+    /// cp.async copies overlapping the tile's loads with the previous product, ldmatrix fragment reads;
+    /// caches of the model's dtype only (an fp8 cache runs the staged schedule).
+    Pipelined,
+}
+
+/// Environment variable naming the prefill schedule the engine runs (`pipelined`; default staged until
+/// the pipelined one has been timed on a GPU).
+pub const PREFILL_SCHEDULE_ENV: &str = "EMBER_PREFILL_SCHEDULE";
+
+impl PrefillSchedule {
+    /// The schedule [`PREFILL_SCHEDULE_ENV`] asks for (read once).
+    pub fn from_env() -> Self {
+        static CHOSEN: std::sync::OnceLock<PrefillSchedule> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| match std::env::var(PREFILL_SCHEDULE_ENV).as_deref() {
+            Ok("pipelined") => Self::Pipelined,
+            _ => Self::Staged,
+        })
+    }
+}
+
 /// Causal attention of every token over its sequence's paged context (this step's K/V must already be in
 /// the cache: [`CudaLayerKvCache::write`]). `q` is `[tokens, num_heads, head_dim]` in the cache's model
 /// dtype; returns `[tokens, num_heads * head_dim]`.
@@ -54,7 +80,8 @@ pub fn paged_attention(
 }
 
 /// [`paged_attention`] into an existing contiguous `[tokens, num_heads, head_dim]` tensor `out` (which
-/// the caller must not share: it is written in place).
+/// the caller must not share: it is written in place), with the prefill schedule of
+/// [`PrefillSchedule::from_env`].
 pub fn paged_attention_into(
     q: &Tensor,
     cache: &CudaLayerKvCache,
@@ -62,6 +89,21 @@ pub fn paged_attention_into(
     softmax_scale: f32,
     out: &Tensor,
     choice: KernelChoice,
+) -> Result<()> {
+    let schedule = PrefillSchedule::from_env();
+    paged_attention_scheduled(q, cache, meta, softmax_scale, out, choice, schedule)
+}
+
+/// [`paged_attention_into`] with the prefill kernel's schedule chosen by the caller (tests and the
+/// attention benchmark run both).
+pub fn paged_attention_scheduled(
+    q: &Tensor,
+    cache: &CudaLayerKvCache,
+    meta: &GpuAttentionMetadata,
+    softmax_scale: f32,
+    out: &Tensor,
+    choice: KernelChoice,
+    schedule: PrefillSchedule,
 ) -> Result<()> {
     let spec = *cache.spec();
     let (tokens, num_heads, head_dim) = q.dims3()?;
@@ -142,7 +184,11 @@ pub fn paged_attention_into(
             // The output is written through a shared view: `out` is the caller's fresh, unshared buffer.
             let ov = o_store.as_cuda_slice::<$t>()?.slice(o_layout.start_offset()..);
             if let (Some(ids), true) = (prefill_ids, num_prefill > 0) {
-                let name = format!("flash_prefill_{tname}_{cname}_d{head_dim}");
+                let name = if schedule == PrefillSchedule::Pipelined && cname == tname {
+                    format!("flash_prefill_pipe_{tname}_d{head_dim}")
+                } else {
+                    format!("flash_prefill_{tname}_{cname}_d{head_dim}")
+                };
                 let func = dev.get_or_load_custom_func(&name, MODULE_PREFILL, ptx::FLASH_PREFILL)?;
                 let cfg = LaunchConfig {
                     grid_dim: (

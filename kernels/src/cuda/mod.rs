@@ -23,7 +23,10 @@ mod memory;
 mod metadata;
 pub mod ptx;
 
-pub use attention::{paged_attention, paged_attention_into, KernelChoice};
+pub use attention::{
+    paged_attention, paged_attention_into, paged_attention_scheduled, KernelChoice,
+    PrefillSchedule, PREFILL_SCHEDULE_ENV,
+};
 pub use cache::CudaLayerKvCache;
 pub use graph::StepGraph;
 pub use logits::{argmax_rows, copy_to_host};
