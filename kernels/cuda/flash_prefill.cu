@@ -39,15 +39,16 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
 // Four 8x8 b16 matrices; lanes 8j..8j+7 give the row addresses of matrix j, register j receives it in
 // the mma fragment layout (thread i: row i/4, columns 2(i%4), 2(i%4)+1), or transposed with .trans
 // (thread i: rows 2(i%4), 2(i%4)+1 of column i/4).
-__device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row)));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t *r, const void *row) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row)));
+template <bool TRANS> __device__ __forceinline__ void ldmatrix_x4(uint32_t *r, const void *row) {
+  if constexpr (TRANS) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(row)));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(row)));
+  }
 }
 
 template <typename A, typename B> struct SameType { static constexpr bool value = false; };
@@ -159,7 +160,7 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
 #pragma unroll
         for (int kc = 0; kc < D / 16; kc += 2) {
           uint32_t b[4];
-          ldmatrix_x4(b, krow + kc * 16);
+          ldmatrix_x4<false>(b, krow + kc * 16);
           mma16816<T>(s[nt], qa[kc], b[0], b[1]);
           mma16816<T>(s[nt], qa[kc + 1], b[2], b[3]);
         }
@@ -244,7 +245,7 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
 #pragma unroll
         for (int dn = 0; dn < D / 8; dn += 2) {
           uint32_t b[4];
-          ldmatrix_x4_trans(b, vrow + dn * 8);
+          ldmatrix_x4<true>(b, vrow + dn * 8);
           mma16816<T>(o[dn], pa[kc], b[0], b[1]);
           mma16816<T>(o[dn + 1], pa[kc], b[2], b[3]);
         }
@@ -290,9 +291,9 @@ __device__ __forceinline__ void flash_prefill(T *__restrict__ out, const T *__re
       NAME(T *out, const T *q, const C *k_cache, const C *v_cache, const int *seq_ids, const int *query_start, \
            const int *query_len, const int *context_len, const int *block_tables, int max_blocks_per_seq,   \
            int num_heads, int num_kv_heads, int block_size, float scale_log2, float k_scale, float v_scale) { \
-    flash_prefill<PIPE, T, C, D>(out, q, k_cache, v_cache, seq_ids, query_start, query_len, context_len,          \
-                           block_tables, max_blocks_per_seq, num_heads, num_kv_heads, block_size, scale_log2, \
-                           k_scale, v_scale);                                                               \
+    flash_prefill<PIPE, T, C, D>(out, q, k_cache, v_cache, seq_ids, query_start, query_len, context_len,    \
+                                 block_tables, max_blocks_per_seq, num_heads, num_kv_heads, block_size,     \
+                                 scale_log2, k_scale, v_scale);                                             \
   }
 
 FLASH_PREFILL(flash_prefill_bf16_bf16_d64, false, bf16, bf16, 64)

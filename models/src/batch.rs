@@ -88,4 +88,10 @@ impl ForwardBatch {
     pub fn num_tokens(&self) -> usize {
         self.token_ids.len()
     }
+
+    /// Whether the logits of every token are wanted, in order (a decode step): no row gather needed.
+    pub fn wants_every_row(&self) -> bool {
+        self.logits_indices.len() == self.num_tokens()
+            && self.logits_indices.iter().enumerate().all(|(i, &r)| i == r)
+    }
 }

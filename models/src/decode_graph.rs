@@ -106,12 +106,7 @@ impl DecodeGraph {
         n > 0
             && n <= self.capacity
             && batch.num_tokens() == n
-            && batch.logits_indices.len() == n
-            && batch
-                .logits_indices
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| i == r)
+            && batch.wants_every_row()
             && batch
                 .attention
                 .seqs
@@ -142,16 +137,7 @@ impl DecodeGraph {
                 self.max_context()
             )));
         }
-        if let Some(&bad) = batch
-            .token_ids
-            .iter()
-            .find(|&&t| t as usize >= model.config().vocab_size)
-        {
-            return Err(Error::Batch(format!(
-                "token id {bad} is outside the vocabulary of {}",
-                model.config().vocab_size
-            )));
-        }
+        model.check_batch(batch, cache)?;
         let n = batch.num_tokens();
         let device = model.device();
         // Inputs first, on the same stream: the launch reads them after these copies.

@@ -300,6 +300,19 @@ impl DecoderModel {
     /// Runs one step: writes every token's K/V into `cache` and returns f32 logits `[rows, vocab]` for
     /// `batch.logits_indices`, in that order.
     pub fn forward(&self, batch: &ForwardBatch, cache: &mut PagedKvCache) -> Result<Tensor> {
+        self.check_batch(batch, cache)?;
+        if self.device.is_cpu() {
+            on_pool_worker(|| self.forward_checked(batch, cache))
+        } else {
+            // An accelerator's work is issued from the caller's thread: no pool hop per step.
+            self.forward_checked(batch, cache)
+        }
+    }
+
+    /// What [`DecoderModel::forward`] checks before running a batch (the captured decode step checks the
+    /// same): positions per token, a cache with the model's layers, ids within the vocabulary, logits rows
+    /// within the batch.
+    pub(crate) fn check_batch(&self, batch: &ForwardBatch, cache: &PagedKvCache) -> Result<()> {
         let tokens = batch.num_tokens();
         if tokens == 0 || batch.positions.len() != tokens {
             return Err(Error::Batch(format!(
@@ -329,12 +342,7 @@ impl DecoderModel {
                 "logits index {bad} outside a batch of {tokens}"
             )));
         }
-        if self.device.is_cpu() {
-            on_pool_worker(|| self.forward_checked(batch, cache))
-        } else {
-            // An accelerator's work is issued from the caller's thread: no pool hop per step.
-            self.forward_checked(batch, cache)
-        }
+        Ok(())
     }
 
     /// [`DecoderModel::forward`] once its inputs are checked: uploads the step's inputs, runs the layers,
@@ -361,14 +369,7 @@ impl DecoderModel {
                 &self.device,
             )?);
         }
-        // A decode step wants every token's row, in order: no gather.
-        let every_row = batch.logits_indices.len() == tokens
-            && batch
-                .logits_indices
-                .iter()
-                .enumerate()
-                .all(|(i, &r)| i == r);
-        let hidden = if every_row {
+        let hidden = if batch.wants_every_row() {
             hidden
         } else {
             let rows: Vec<u32> = batch.logits_indices.iter().map(|&i| i as u32).collect();
