@@ -1,7 +1,7 @@
 //! Quantized (and f32) matmul throughput: ember's kernels against candle's `QMatMul` on the same weights,
 //! for the layer shapes of the registry models, at 1 / 8 / 32 / 128 activation rows, plus this machine's
 //! memory read bandwidth (the roofline of one-row decode). Random weights quantized by candle. Where the
-//! CPU has more than one SIMD kernel family (AVX2 and AVX-512 VNNI), a last table times them side by side.
+//! CPU has more than one SIMD kernel family (AVX2, AVX-512 VNNI, AMX), a last table times them side by side.
 //! Run: `cargo bench --bench kernels` (`-- quick` for fewer cases, `-- Q4K` for one type).
 
 use std::hint::black_box;
@@ -187,8 +187,8 @@ fn main() {
     family_bench(&cases, rows, &filters);
 }
 
-/// Where the CPU offers more than one SIMD family (AVX2 and AVX-512 VNNI), each family's quantized
-/// matmul on the same weights and inputs, side by side, against the first SIMD family.
+/// Where the CPU offers more than one SIMD family (AVX2, AVX-512 VNNI, AMX), each family's quantized
+/// matmul on the same weights and inputs, side by side: the last against the first and the one before it.
 fn family_bench(cases: &[Case], rows: &[usize], filters: &[&String]) {
     let families: Vec<Isa> = Isa::available()
         .into_iter()
@@ -205,7 +205,7 @@ fn family_bench(cases: &[Case], rows: &[usize], filters: &[&String]) {
     for isa in &families {
         print!(" {:>13}", format!("{isa:?} ms"));
     }
-    println!(" {:>7}", "ratio");
+    println!(" {:>7} {:>9}", "ratio", "last/prev");
     for (i, c) in cases.iter().enumerate() {
         let dtype = format!("{:?}", c.dtype);
         if !filters.is_empty()
@@ -236,7 +236,12 @@ fn family_bench(cases: &[Case], rows: &[usize], filters: &[&String]) {
             for t in &times {
                 print!(" {:>13.3}", t * 1e3);
             }
-            println!(" {:>6.2}x", times[0] / times[times.len() - 1]);
+            let last = times.len() - 1;
+            println!(
+                " {:>6.2}x {:>8.2}x",
+                times[0] / times[last],
+                times[last - 1] / times[last]
+            );
         }
     }
 }

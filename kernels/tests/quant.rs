@@ -133,7 +133,8 @@ fn every_kernel_family_matches_the_f64_reference() {
         for (n, k) in shapes(ty) {
             let (_, wq) = quantized(&mut rng, dtype, n, k);
             let w = dequantized(&wq);
-            for m in [1, 2, 3, 4, 5, 9, 17] {
+            // 16 and more rows: the AMX family's tiles (one full, a full and a partial one).
+            for m in [1, 2, 3, 4, 5, 9, 17, 40] {
                 let x = random_matrix(&mut rng, m, k);
                 let mut scalar = vec![0f32; m * n];
                 wq.matmul_with(Isa::Scalar, &x, m, &mut scalar).unwrap();
@@ -370,17 +371,73 @@ fn extreme_blocks_do_not_overflow_the_kernels() {
         x.extend((0..k).map(|_| -1.0f32));
         x.extend((0..k).map(|i| if i % 2 == 0 { 1.0f32 } else { -1.0 }));
         x.extend(random_matrix(&mut rng, 1, k));
-        let mut scalar = vec![0f32; 4 * n];
-        w.matmul_with(Isa::Scalar, &x, 4, &mut scalar).unwrap();
+        // Repeated to 20 rows, so that the AMX family's tiles meet them too.
+        let x = x.repeat(5);
+        let m = 20;
+        let mut scalar = vec![0f32; m * n];
+        w.matmul_with(Isa::Scalar, &x, m, &mut scalar).unwrap();
         check_against_reference(ty, Isa::Scalar, &wf, &x, &scalar, n, k);
         for isa in Isa::available() {
-            let mut got = vec![0f32; 4 * n];
-            w.matmul_with(isa, &x, 4, &mut got).unwrap();
+            let mut got = vec![0f32; m * n];
+            w.matmul_with(isa, &x, m, &mut got).unwrap();
             for (i, (a, b)) in got.iter().zip(&scalar).enumerate() {
                 assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} {isa:?} vs scalar at {i}");
             }
         }
     }
+}
+
+/// Other AMX users configure a thread's tiles once and keep using them (candle's Q4_K kernel does; a
+/// kernel that released the tiles after it made candle's next product a SIGILL): every AMX kernel of
+/// ember puts back the configuration it found, on the thread that ran it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[test]
+fn amx_kernels_leave_the_threads_tile_configuration_as_they_found_it() {
+    use ember_kernels::cpu::amx::TileConfig;
+    if !Isa::Amx.is_available() {
+        eprintln!("skipped: this CPU (or OS) offers no AMX-INT8 tiles");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(8);
+    // One worker, so the matmuls run on the thread whose configuration is checked.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let mut foreign = TileConfig::new();
+        foreign.shape(0, 16, 64);
+        foreign.shape(6, 8, 64);
+        for (dtype, ty) in TYPES {
+            let (n, k) = (24, 2 * ty.block_elems());
+            let (_, wq) = quantized(&mut rng, dtype, n, k);
+            let m = 40;
+            let x = random_matrix(&mut rng, m, k);
+            let mut out = vec![0f32; m * n];
+            // SAFETY: AMX is available (checked above).
+            unsafe {
+                assert_eq!(
+                    TileConfig::current().palette(),
+                    0,
+                    "a fresh thread has no tiles"
+                );
+                wq.matmul_with(Isa::Amx, &x, m, &mut out).unwrap();
+                assert_eq!(
+                    TileConfig::current().palette(),
+                    0,
+                    "{ty:?} left tiles configured"
+                );
+                let guard = foreign.load();
+                wq.matmul_with(Isa::Amx, &x, m, &mut out).unwrap();
+                assert_eq!(
+                    TileConfig::current(),
+                    foreign,
+                    "{ty:?} changed the configuration"
+                );
+                drop(guard);
+            }
+        }
+    });
 }
 
 /// The cross-architecture runs (`scripts/test-aarch64.sh`) name the family the CPU must offer, so an

@@ -2,6 +2,11 @@
 
 use std::sync::OnceLock;
 
+/// Activation rows from which [`Isa::Amx`] runs a matmul on tiles; below, the VNNI kernels (a tile
+/// product costs the same for 1 row as for 16: measured crossover 12 rows for the 32-element types, 16
+/// for Q4_K, on Sapphire Rapids).
+pub const AMX_MIN_ROWS: usize = 16;
+
 /// A kernel family. Every process uses one for all its calls (see [`Isa::detect`]), which keeps results
 /// reproducible within a run; tests may pick any [`Isa::available`] one explicitly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,6 +19,12 @@ pub enum Isa {
     /// the quantized matmuls' integer dots take one `vpdpbusd` each; every other kernel is the AVX2 one.
     /// Offered only where AVX2 + FMA + F16C are too.
     Avx512Vnni,
+    /// [`Isa::Avx512Vnni`] plus AMX-INT8 tiles (Sapphire Rapids and later Xeons, on Linux): matmuls of
+    /// [`AMX_MIN_ROWS`] or more activation rows by the 32-element types and Q4_K take their exact integer
+    /// sums per 32 weights from tile products (`tdpbssd` / `tdpbsud`: 16 activation rows × 16 weight rows
+    /// × 32 per instruction); every other call (and Q6_K) is the VNNI family's. Offered only where
+    /// AVX-512 F and BW and the VNNI family are too.
+    Amx,
     /// AArch64 NEON with the dot-product instructions (`sdot`, ARMv8.2+: Graviton 2+, Ampere, Apple M);
     /// the quantized and f32 matmuls use it, the other kernels run their portable code there.
     Neon,
@@ -21,7 +32,7 @@ pub enum Isa {
 
 impl Isa {
     /// The family every kernel of this process uses: the best one this CPU supports, or the one
-    /// `EMBER_CPU_ISA` names (`scalar`, `avx2`, `avx512vnni`, `neon`; for comparing families end to end)
+    /// `EMBER_CPU_ISA` names (`scalar`, `avx2`, `avx512vnni`, `amx`, `neon`; for comparing families end to end)
     /// where the CPU has it. A name the CPU lacks or that is unknown is logged and the best is used.
     pub fn detect() -> Isa {
         static ISA: OnceLock<Isa> = OnceLock::new();
@@ -49,11 +60,12 @@ impl Isa {
             "scalar" | "portable" => Isa::Scalar,
             "avx2" => Isa::Avx2,
             "avx512vnni" | "avx512_vnni" | "vnni" => Isa::Avx512Vnni,
+            "amx" => Isa::Amx,
             "neon" => Isa::Neon,
             _ => {
                 return Err((
                     best,
-                    format!("unknown family {name:?} (scalar, avx2, avx512vnni, neon)"),
+                    format!("unknown family {name:?} (scalar, avx2, avx512vnni, amx, neon)"),
                 ))
             }
         };
@@ -78,6 +90,13 @@ impl Isa {
             isas.push(Isa::Avx2);
             if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
                 isas.push(Isa::Avx512Vnni);
+                #[cfg(target_os = "linux")]
+                if is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && super::amx::available()
+                {
+                    isas.push(Isa::Amx);
+                }
             }
         }
         #[cfg(target_arch = "aarch64")]
@@ -113,5 +132,12 @@ mod tests {
         assert_eq!(best, Isa::Avx512Vnni);
         assert!(why.contains("unknown family \"sse9\""), "{why}");
         assert_eq!(Isa::choose(None, &[]), Ok(Isa::Scalar));
+        let amx = [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx];
+        assert_eq!(Isa::choose(None, &amx), Ok(Isa::Amx));
+        assert_eq!(Isa::choose(Some("avx512vnni"), &amx), Ok(Isa::Avx512Vnni));
+        assert_eq!(Isa::choose(Some("AMX"), &amx), Ok(Isa::Amx));
+        let (best, why) = Isa::choose(Some("amx"), &x86).unwrap_err();
+        assert_eq!(best, Isa::Avx512Vnni);
+        assert!(why.contains("cannot run Amx"), "{why}");
     }
 }

@@ -68,7 +68,7 @@ fn tile(isa: Isa, ws: &[&[f32]], xs: &[&[f32]], out: &mut OutTile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the caller checked that this CPU has the family.
-        Isa::Avx2 | Isa::Avx512Vnni => unsafe { by_shape!(avx2, ws, xs, out) },
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => unsafe { by_shape!(avx2, ws, xs, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: the caller checked that this CPU has the family.
         Isa::Neon => unsafe { by_shape!(neon, ws, xs, out) },

@@ -1,5 +1,7 @@
 //! CPU implementations over plain f32 slices.
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+pub mod amx;
 pub mod cache_write;
 pub mod isa;
 pub mod matmul;

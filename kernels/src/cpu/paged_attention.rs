@@ -143,7 +143,9 @@ pub fn attend_with(
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `isa` is available on this CPU (checked above).
-                Isa::Avx2 | Isa::Avx512Vnni => unsafe { item_avx2(&inputs, item, &mut local) },
+                Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => unsafe {
+                    item_avx2(&inputs, item, &mut local)
+                },
                 _ => item_scalar(&inputs, item, &mut local),
             }
             local

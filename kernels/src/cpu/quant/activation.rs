@@ -72,7 +72,7 @@ impl ActBlock for Q8Block {
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked that this CPU has the family.
-            Isa::Avx2 | Isa::Avx512Vnni => unsafe { super::quantize_avx2::q8(x) },
+            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => unsafe { super::quantize_avx2::q8(x) },
             _ => Self::quantize(x),
         }
     }
@@ -102,7 +102,7 @@ impl ActBlock for Q8KBlock {
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the caller checked that this CPU has the family.
-            Isa::Avx2 | Isa::Avx512Vnni => unsafe { super::quantize_avx2::q8k(x) },
+            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => unsafe { super::quantize_avx2::q8k(x) },
             _ => Self::quantize(x),
         }
     }

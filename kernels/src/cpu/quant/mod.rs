@@ -7,6 +7,8 @@
 //! whatever other rows share the call.
 
 pub mod activation;
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 pub mod formats;
@@ -139,10 +141,20 @@ impl QuantMatrix {
         match self.ty {
             QuantType::Q4K | QuantType::Q6K => {
                 let acts = quantize_rows::<Q8KBlock>(isa, x, m, self.cols);
+                #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+                if self.on_tiles(isa, m) {
+                    self.run_amx(&acts, m, out, |b| &b.qs, amx::dot_k_groups);
+                    return Ok(());
+                }
                 self.run(isa, &acts, m, out, dot_k_groups);
             }
             _ => {
                 let acts = quantize_rows::<Q8Block>(isa, x, m, self.cols);
+                #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+                if self.on_tiles(isa, m) {
+                    self.run_amx(&acts, m, out, |b| &b.qs, amx::dot_small_groups);
+                    return Ok(());
+                }
                 self.run(isa, &acts, m, out, dot_small_groups);
             }
         }
@@ -169,7 +181,45 @@ impl QuantMatrix {
             groups(isa, self.ty, w, per_row, &tile_acts[..rows], &mut out);
         });
     }
+
+    /// Whether this call runs on AMX tiles: the family, enough rows, and a kernel for the type.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn on_tiles(&self, isa: Isa, m: usize) -> bool {
+        isa == Isa::Amx && m >= super::isa::AMX_MIN_ROWS && amx::covers(self.ty)
+    }
+
+    /// [`QuantMatrix::run`] on AMX tiles: up to [`amx::ROW_TILE`] activation rows per call, their
+    /// quants (`qs` of each block) copied once into the tiles' layout.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn run_amx<A: Sync>(
+        &self,
+        acts: &[A],
+        m: usize,
+        out: &mut [f32],
+        qs: fn(&A) -> &[i8],
+        kernel: AmxGroupsFn<A>,
+    ) {
+        let per_row = self.blocks();
+        let group_bytes = per_row * group_block_bytes(self.ty);
+        let quants = amx::tile_quants(acts, m, per_row, qs);
+        let tile_bytes = quants.len() / m.div_ceil(amx::ROW_TILE);
+        for_each_block::<{ amx::ROW_TILE }, COL_TILE, _>(m, self.rows, out, |r0, c0, mut out| {
+            let rows = out.rows();
+            let (g0, g1) = (c0 / GROUP, (c0 + out.cols()).div_ceil(GROUP));
+            let w = &self.packed[g0 * group_bytes..g1 * group_bytes];
+            let tile = &acts[r0 * per_row..(r0 + rows) * per_row];
+            let tile_quants = &quants[r0 / amx::ROW_TILE * tile_bytes..][..tile_bytes];
+            // SAFETY: `matmul_with` checked that this CPU has the AMX family (AMX-INT8 tiles granted,
+            // AVX-512 F and BW, AVX2, FMA, F16C).
+            unsafe { kernel(self.ty, w, per_row, tile, tile_quants, &mut out) };
+        });
+    }
 }
+
+/// An AMX kernel over whole groups and up to [`amx::ROW_TILE`] activation rows (their blocks, and their
+/// quants in the tiles' layout).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+type AmxGroupsFn<A> = unsafe fn(QuantType, &[u8], usize, &[A], &[u8], &mut OutTile);
 
 /// Weight rows per kernel call: the loop over them runs inside the kernel family's own code (compiled
 /// for its instruction set), so a plain build pays the dispatch once per this many rows, not per row.
@@ -219,7 +269,7 @@ fn dot_small_groups(
         Isa::Avx2 => unsafe { avx2::dot_small_groups(ty, w, nb, acts, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx512Vnni => unsafe { vnni::dot_small_groups(ty, w, nb, acts, out) },
+        Isa::Avx512Vnni | Isa::Amx => unsafe { vnni::dot_small_groups(ty, w, nb, acts, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Neon => unsafe { neon::dot_small_groups(ty, w, nb, acts, out) },
@@ -241,7 +291,7 @@ fn dot_k_groups(
         Isa::Avx2 => unsafe { avx2::dot_k_groups(ty, w, nb, acts, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
-        Isa::Avx512Vnni => unsafe { vnni::dot_k_groups(ty, w, nb, acts, out) },
+        Isa::Avx512Vnni | Isa::Amx => unsafe { vnni::dot_k_groups(ty, w, nb, acts, out) },
         #[cfg(target_arch = "aarch64")]
         // SAFETY: `matmul_with` checked that this CPU has the family.
         Isa::Neon => unsafe { neon::dot_k_groups(ty, w, nb, acts, out) },
