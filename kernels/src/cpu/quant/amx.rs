@@ -26,7 +26,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::activation::{Q8Block, Q8KBlock};
-use super::avx2::{f16x8, group_pair, small_quants, split_nibbles};
+use super::avx2::{f16x8, group_pair, small_quants, split_nibbles, store_lanes};
 use super::formats::QuantType;
 use super::groups::{Q4_0, Q4_1, Q5_0, Q8_0};
 use super::packed::{group_block_bytes, GROUP};
@@ -55,8 +55,40 @@ const A_ROW: usize = 32;
 const B_ROW: usize = 64;
 const B_TILE: usize = 8 * B_ROW;
 
+/// A call's buffers for `N` spans of a chunk: their B tiles, and the sums of each span and row (lanes
+/// 0..8 the pair's first group, 8..16 its second).
 #[repr(C, align(64))]
-struct Aligned<T>(T);
+struct Scratch<const N: usize> {
+    b_tiles: [[u8; B_TILE]; N],
+    sums: [[[i32; 2 * GROUP]; ROW_TILE]; N],
+}
+
+impl<const N: usize> Scratch<N> {
+    fn new() -> Self {
+        Scratch {
+            b_tiles: [[0; B_TILE]; N],
+            sums: [[[0; 2 * GROUP]; ROW_TILE]; N],
+        }
+    }
+
+    /// Where span `j`'s B tile is, and span `j`'s sums from row `r` on (rows [`B_ROW`] bytes apart):
+    /// raw pointers taken once, as the tile instructions read and write the buffers behind the
+    /// compiler's back.
+    #[allow(clippy::type_complexity)]
+    fn views(
+        &mut self,
+    ) -> (
+        impl Fn(usize) -> *mut u8 + Copy,
+        impl Fn(usize, usize) -> *mut u8 + Copy,
+    ) {
+        let b_tiles = self.b_tiles.as_mut_ptr() as *mut u8;
+        let sums = self.sums.as_mut_ptr() as *mut u8;
+        (
+            move |j| b_tiles.wrapping_add(j * B_TILE),
+            move |j, r| sums.wrapping_add((j * ROW_TILE + r) * B_ROW),
+        )
+    }
+}
 
 /// Whether the AMX family has a kernel for `ty` (Q6_K's 16-weight sub-blocks would halve each product).
 pub fn covers(ty: QuantType) -> bool {
@@ -238,14 +270,7 @@ unsafe fn store_pair(out: &mut OutTile, g0: usize, both: bool, v: impl Fn(usize)
                 break;
             }
             let width = GROUP.min(out.cols() - c0);
-            let dst = &mut out.row(r)[c0..c0 + width];
-            if width == GROUP {
-                _mm256_storeu_ps(dst.as_mut_ptr(), *half);
-            } else {
-                let mut lanes = [0f32; GROUP];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), *half);
-                dst.copy_from_slice(&lanes[..width]);
-            }
+            store_lanes(&mut out.row(r)[c0..c0 + width], *half);
         }
     }
 }
@@ -275,12 +300,8 @@ unsafe fn small<const T: u8>(
     let quants = quants.as_ptr();
     let group_bytes = nb * gbb;
     let groups = w.len() / group_bytes;
-    // Span j, row r's sixteen sums: lanes 0..8 the pair's first group, 8..16 its second.
-    let mut sums = Aligned([[[0i32; 2 * GROUP]; ROW_TILE]; CHUNK]);
-    let sums = sums.0.as_mut_ptr() as *mut u8;
-    let sums_at = |j: usize, r: usize| sums.add((j * ROW_TILE + r) * B_ROW);
-    let mut b_tiles = Aligned([[0u8; B_TILE]; CHUNK]);
-    let b_tiles = b_tiles.0.as_mut_ptr() as *mut u8;
+    let mut scratch = Scratch::<CHUNK>::new();
+    let (b_tile, sums) = scratch.views();
 
     for g0 in (0..groups).step_by(2) {
         let both = g0 + 1 < groups;
@@ -293,16 +314,16 @@ unsafe fn small<const T: u8>(
             let n = CHUNK.min(nb - c0);
             for j in 0..n {
                 let gb = group_block(c0 + j);
-                small_weights::<T>(gb, b_tiles.add(j * B_TILE));
-                small_weights::<T>(gb.add(second), b_tiles.add(j * B_TILE + A_ROW));
+                small_weights::<T>(gb, b_tile(j));
+                small_weights::<T>(gb.add(second), b_tile(j).add(A_ROW));
             }
             for j in 0..n {
                 let a = quants.add((c0 + j) * ROW_TILE * A_ROW);
-                let to = sums_at(j, 0);
+                let to = sums(j, 0);
                 if T == Q8_0 {
-                    products::<false>(b_tiles.add(j * B_TILE), a, slabs, to);
+                    products::<false>(b_tile(j), a, slabs, to);
                 } else {
-                    products::<true>(b_tiles.add(j * B_TILE), a, slabs, to);
+                    products::<true>(b_tile(j), a, slabs, to);
                 }
             }
             let d: [__m512; CHUNK] =
@@ -318,7 +339,7 @@ unsafe fn small<const T: u8>(
                 let (mut a_r, mut m_r) = (acc[r], acc_min[r]);
                 for j in 0..n {
                     let ab = acts.get_unchecked(r * nb + c0 + j);
-                    let mut isum = _mm512_load_si512(sums_at(j, r) as *const __m512i);
+                    let mut isum = _mm512_load_si512(sums(j, r) as *const __m512i);
                     if offset != 0 {
                         isum = _mm512_sub_epi32(isum, _mm512_set1_epi32(offset * ab.sum));
                     }
@@ -366,11 +387,8 @@ unsafe fn q4k(w: &[u8], nb: usize, acts: &[Q8KBlock], quants: &[u8], out: &mut O
     let quants = quants.as_ptr();
     let group_bytes = nb * gbb;
     let groups = w.len() / group_bytes;
-    let mut sums = Aligned([[[0i32; 2 * GROUP]; ROW_TILE]; Q4K_SUBS]);
-    let sums = sums.0.as_mut_ptr() as *mut u8;
-    let sums_at = |j: usize, r: usize| sums.add((j * ROW_TILE + r) * B_ROW);
-    let mut b_tiles = Aligned([[0u8; B_TILE]; Q4K_SUBS]);
-    let b_tiles = b_tiles.0.as_mut_ptr() as *mut u8;
+    let mut scratch = Scratch::<Q4K_SUBS>::new();
+    let (b_tile, sums) = scratch.views();
 
     for g0 in (0..groups).step_by(2) {
         let both = g0 + 1 < groups;
@@ -381,7 +399,7 @@ unsafe fn q4k(w: &[u8], nb: usize, acts: &[Q8KBlock], quants: &[u8], out: &mut O
             let gb = w.as_ptr().add(g0 * group_bytes + blk * gbb);
             for j in 0..Q4K_SUBS {
                 for (half, gb) in [gb, gb.add(second)].into_iter().enumerate() {
-                    let to = b_tiles.add(j * B_TILE + half * A_ROW);
+                    let to = b_tile(j).add(half * A_ROW);
                     for i in 0..4 {
                         let (lo, hi) = split_nibbles(_mm256_loadu_si256(
                             gb.add(160 + 128 * j + 32 * i) as *const __m256i,
@@ -393,7 +411,7 @@ unsafe fn q4k(w: &[u8], nb: usize, acts: &[Q8KBlock], quants: &[u8], out: &mut O
             }
             for j in 0..Q4K_SUBS {
                 let a = quants.add((blk * Q4K_SUBS + j) * ROW_TILE * A_ROW);
-                products::<true>(b_tiles.add(j * B_TILE), a, slabs, sums_at(j, 0));
+                products::<true>(b_tile(j), a, slabs, sums(j, 0));
             }
             // Lane n (< 8: the first group's row n, then the second's): sub-block j's scale; pair p's
             // two mins as i16 (for `madd` with the activations' two sub-block sums).
@@ -413,7 +431,7 @@ unsafe fn q4k(w: &[u8], nb: usize, acts: &[Q8KBlock], quants: &[u8], out: &mut O
                 let ab = acts.get_unchecked(r * nb + blk);
                 let mut isum = _mm512_setzero_si512();
                 for (j, sc) in scales.iter().enumerate() {
-                    let s = _mm512_load_si512(sums_at(j, r) as *const __m512i);
+                    let s = _mm512_load_si512(sums(j, r) as *const __m512i);
                     isum = _mm512_add_epi32(isum, _mm512_mullo_epi32(s, *sc));
                 }
                 // The activations' sub-block sums s0..s7 (pairs of 16-sums; |s| ≤ 32 · 127 fits i16).

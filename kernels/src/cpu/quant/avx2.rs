@@ -451,14 +451,20 @@ pub(super) unsafe fn store<const R: usize>(
 ) {
     let width = GROUP.min(out.cols() - GROUP * gi);
     for (r, v) in res.iter().enumerate() {
-        let dst = &mut out.row(r0 + r)[GROUP * gi..GROUP * gi + width];
-        if width == GROUP {
-            _mm256_storeu_ps(dst.as_mut_ptr(), *v);
-        } else {
-            let mut lanes = [0f32; GROUP];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *v);
-            dst.copy_from_slice(&lanes[..width]);
-        }
+        store_lanes(&mut out.row(r0 + r)[GROUP * gi..GROUP * gi + width], *v);
+    }
+}
+
+/// The first `dst.len()` (at most eight) lanes of `v` into `dst`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn store_lanes(dst: &mut [f32], v: __m256) {
+    if dst.len() == GROUP {
+        _mm256_storeu_ps(dst.as_mut_ptr(), v);
+    } else {
+        let mut lanes = [0f32; GROUP];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), v);
+        dst.copy_from_slice(&lanes[..dst.len()]);
     }
 }
 
