@@ -40,6 +40,11 @@ fn load(spec: &str, options: &LoadOptions) -> Option<LoadedModel> {
     }
 }
 
+/// `spec` loaded on the GPU, or `None` (with a line saying why) where there is no GPU or no model file.
+fn load_on_gpu(spec: &str) -> Option<LoadedModel> {
+    load(spec, &LoadOptions::for_device(&gpu()?))
+}
+
 /// Greedy continuations of `prompts`, all in one engine (batched prefill and decode), with its decode
 /// steps captured as CUDA graphs or not.
 fn greedy(model: &Arc<LoadedModel>, prompts: &[&str], graphs: bool) -> Vec<Vec<u32>> {
@@ -159,9 +164,8 @@ fn logits_with(model: &LoadedModel, kv: KvCacheDtype, ids: &[u32]) -> Vec<Vec<f3
 
 #[test]
 fn fp8_kv_logits_are_close_to_bf16_kv_logits() {
-    let Some(dev) = gpu() else { return };
     let spec = "qwen2.5-coder-0.5b-instruct";
-    let Some(model) = load(spec, &LoadOptions::for_device(&dev)) else {
+    let Some(model) = load_on_gpu(spec) else {
         return;
     };
     assert_eq!(model.model.dtype(), DType::BF16);
@@ -198,9 +202,8 @@ fn fp8_kv_logits_are_close_to_bf16_kv_logits() {
 
 #[test]
 fn the_pool_is_sized_from_gpu_memory_utilization() {
-    let Some(dev) = gpu() else { return };
     let spec = "smollm2-135m-instruct";
-    let Some(model) = load(spec, &LoadOptions::for_device(&dev)) else {
+    let Some(model) = load_on_gpu(spec) else {
         return;
     };
     let blocks = |u: f64| {
@@ -360,9 +363,8 @@ fn decode_graph_replays_match_the_eager_forward() {
 /// engine run eagerly (batched decode of several prompts, so padded graphs run too).
 #[test]
 fn greedy_output_is_the_same_with_and_without_cuda_graphs() {
-    let Some(dev) = gpu() else { return };
     let spec = "qwen2.5-coder-0.5b-instruct";
-    let Some(model) = load(spec, &LoadOptions::for_device(&dev)) else {
+    let Some(model) = load_on_gpu(spec) else {
         return;
     };
     let model = Arc::new(model);

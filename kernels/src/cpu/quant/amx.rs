@@ -26,7 +26,7 @@ use std::arch::x86_64::*;
 use rayon::prelude::*;
 
 use super::activation::{Q8Block, Q8KBlock};
-use super::avx2::{f16x8, group_pair, small_quants, split_nibbles, store_lanes};
+use super::avx2::{f16x8, group_pair, small_quants, store_lanes};
 use super::formats::QuantType;
 use super::groups::{Q4_0, Q4_1, Q5_0, Q8_0};
 use super::packed::{group_block_bytes, GROUP};
@@ -361,18 +361,26 @@ unsafe fn small<const T: u8>(
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f")]
 unsafe fn small_weights<const T: u8>(gb: *const u8, to: *mut u8) {
-    let put = |g: usize, v: __m256i| _mm256_store_si256(to.add(B_ROW * g) as *mut __m256i, v);
     if T == Q8_0 {
         for g in 0..8 {
-            put(g, _mm256_loadu_si256(gb.add(16 + 32 * g) as *const __m256i));
+            let v = _mm256_loadu_si256(gb.add(16 + 32 * g) as *const __m256i);
+            _mm256_store_si256(to.add(B_ROW * g) as *mut __m256i, v);
         }
         return;
     }
     let (qs, qh) = small_quants::<T>(gb);
+    unpacked_weights::<T>(qs, qh, to);
+}
+
+/// The four vectors of nibbles at `qs` (with Q5_0's fifth bits in `qh`) unpacked to unsigned bytes as
+/// a half of the B tile at `to`: the 4- and 5-bit types' blocks and Q4_K's sub-blocks share the layout.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f")]
+unsafe fn unpacked_weights<const T: u8>(qs: *const u8, qh: __m256i, to: *mut u8) {
     for i in 0..4 {
         let (lo, hi) = group_pair::<T>(qs, qh, i);
-        put(i, lo);
-        put(4 + i, hi);
+        _mm256_store_si256(to.add(B_ROW * i) as *mut __m256i, lo);
+        _mm256_store_si256(to.add(B_ROW * (4 + i)) as *mut __m256i, hi);
     }
 }
 
@@ -399,14 +407,12 @@ unsafe fn q4k(w: &[u8], nb: usize, acts: &[Q8KBlock], quants: &[u8], out: &mut O
             let gb = w.as_ptr().add(g0 * group_bytes + blk * gbb);
             for j in 0..Q4K_SUBS {
                 for (half, gb) in [gb, gb.add(second)].into_iter().enumerate() {
-                    let to = b_tile(j).add(half * A_ROW);
-                    for i in 0..4 {
-                        let (lo, hi) = split_nibbles(_mm256_loadu_si256(
-                            gb.add(160 + 128 * j + 32 * i) as *const __m256i,
-                        ));
-                        _mm256_store_si256(to.add(B_ROW * i) as *mut __m256i, lo);
-                        _mm256_store_si256(to.add(B_ROW * (4 + i)) as *mut __m256i, hi);
-                    }
+                    let qs = gb.add(160 + 128 * j);
+                    unpacked_weights::<Q4_0>(
+                        qs,
+                        _mm256_setzero_si256(),
+                        b_tile(j).add(half * A_ROW),
+                    );
                 }
             }
             for j in 0..Q4K_SUBS {

@@ -94,8 +94,14 @@ impl QuantMatrix {
 
     /// The group blocks of group `gi` (rows `8 gi..8 gi + 8`).
     fn group(&self, gi: usize) -> &[u8] {
+        self.groups_covering(gi * GROUP, GROUP)
+    }
+
+    /// The whole groups holding weight rows `c0..c0 + cols` (`c0` a multiple of [`GROUP`]).
+    fn groups_covering(&self, c0: usize, cols: usize) -> &[u8] {
         let bytes = self.blocks() * group_block_bytes(self.ty);
-        &self.packed[gi * bytes..(gi + 1) * bytes]
+        let (g0, g1) = (c0 / GROUP, (c0 + cols).div_ceil(GROUP));
+        &self.packed[g0 * bytes..g1 * bytes]
     }
 
     /// Row `row`'s GGUF blocks, as they were in the file.
@@ -165,7 +171,6 @@ impl QuantMatrix {
     fn run<A: Sync>(&self, isa: Isa, acts: &[A], m: usize, out: &mut [f32], groups: GroupsFn<A>) {
         let n = self.rows;
         let per_row = self.blocks();
-        let group_bytes = per_row * group_block_bytes(self.ty);
         const _: () = assert!(
             COL_TILE.is_multiple_of(GROUP),
             "column tiles are whole groups"
@@ -176,8 +181,7 @@ impl QuantMatrix {
                 let r = (r0 + i).min(m - 1);
                 &acts[r * per_row..(r + 1) * per_row]
             });
-            let (g0, g1) = (c0 / GROUP, (c0 + cols).div_ceil(GROUP));
-            let w = &self.packed[g0 * group_bytes..g1 * group_bytes];
+            let w = self.groups_covering(c0, cols);
             groups(isa, self.ty, w, per_row, &tile_acts[..rows], &mut out);
         });
     }
@@ -200,13 +204,11 @@ impl QuantMatrix {
         kernel: AmxGroupsFn<A>,
     ) {
         let per_row = self.blocks();
-        let group_bytes = per_row * group_block_bytes(self.ty);
         let quants = amx::tile_quants(acts, m, per_row, qs);
         let tile_bytes = quants.len() / m.div_ceil(amx::ROW_TILE);
         for_each_block::<{ amx::ROW_TILE }, COL_TILE, _>(m, self.rows, out, |r0, c0, mut out| {
             let rows = out.rows();
-            let (g0, g1) = (c0 / GROUP, (c0 + out.cols()).div_ceil(GROUP));
-            let w = &self.packed[g0 * group_bytes..g1 * group_bytes];
+            let w = self.groups_covering(c0, out.cols());
             let tile = &acts[r0 * per_row..(r0 + rows) * per_row];
             let tile_quants = &quants[r0 / amx::ROW_TILE * tile_bytes..][..tile_bytes];
             // SAFETY: `matmul_with` checked that this CPU has the AMX family (AMX-INT8 tiles granted,
