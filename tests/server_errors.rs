@@ -82,9 +82,22 @@ fn bad_requests_get_vllm_errors() {
                 json!({"prompt": "a", "logit_bias": {"abc": 1}}),
                 "logit_bias",
             ),
+            (json!({"prompt": "a", "guided_json": 7}), "guided_json"),
             (
-                json!({"prompt": "a", "guided_json": {"type": "object"}}),
-                "guided_json",
+                json!({"prompt": "a", "guided_regex": "a(", "max_tokens": 2}),
+                "structured_outputs",
+            ),
+            (
+                json!({"prompt": "a", "guided_regex": "a", "guided_choice": ["b"]}),
+                "guided_choice",
+            ),
+            (
+                json!({"prompt": "a", "response_format": {"type": "xml"}}),
+                "response_format",
+            ),
+            (
+                json!({"prompt": "a", "use_beam_search": true}),
+                "use_beam_search",
             ),
             (json!({"prompt": "a", "max_tokens": 0}), "max_tokens"),
         ] {

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use ember_models::batch::LogitsWanted;
 use ember_models::loader::LoadedModel;
+use rayon::prelude::*;
 
 use crate::config::{CacheConfig, SchedulerConfig};
 use crate::detokenizer::IncrementalDetokenizer;
@@ -19,6 +20,7 @@ use crate::model_runner::{GraphCapture, ModelRunner, RowUse};
 use crate::request::{FinishReason, Request, RequestId, RequestStatus, StopCause};
 use crate::sampler::{self, SampleRow, TokenLogprobs};
 use crate::scheduler::Scheduler;
+use crate::structured_output::{GrammarCompiler, Guide};
 
 /// When a request's milestones happened (per sequence).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +106,7 @@ pub struct LlmEngine {
     sequences: HashMap<RequestId, Vec<RequestId>>,
     pending: Vec<PendingSiblings>,
     metrics: EngineMetrics,
+    grammars: Arc<GrammarCompiler>,
 }
 
 impl LlmEngine {
@@ -116,6 +119,7 @@ impl LlmEngine {
         let metrics = EngineMetrics::new(scheduler.max_model_len, scheduler.max_num_batched_tokens);
         let scheduler = Scheduler::new(scheduler, cache)?;
         Ok(Self {
+            grammars: Arc::new(GrammarCompiler::new(model.clone())),
             model,
             runner,
             scheduler,
@@ -144,6 +148,12 @@ impl LlmEngine {
     /// How many decode batch sizes run through a captured CUDA graph.
     pub fn captured_graphs(&self) -> usize {
         self.runner.captured_graphs()
+    }
+
+    /// Compiles structured-output constraints for this engine's model (shared with the handle, which
+    /// compiles on the submitting thread).
+    pub fn grammars(&self) -> &Arc<GrammarCompiler> {
+        &self.grammars
     }
 
     pub fn scheduler(&self) -> &Scheduler {
@@ -177,6 +187,9 @@ impl LlmEngine {
         }
         if request.eos_token_ids.is_empty() {
             request.eos_token_ids = self.model.tokenizer.eos_token_ids().to_vec();
+        }
+        if let (None, Some(spec)) = (&request.guide, &request.sampling.structured_output) {
+            request.guide = Some(self.grammars.compile(spec)?);
         }
         let n = request.sampling.n;
         if n <= 1 {
@@ -449,12 +462,36 @@ impl LlmEngine {
                 None => {}
             }
         }
+        // Structured outputs: the sampler sees the row with the constraint's mask applied. The guides
+        // are taken out of their requests for the moment so the masks are computed in parallel.
+        let mut guided: Vec<(RequestId, usize, Guide, Vec<u32>)> = rows
+            .iter()
+            .filter_map(|(id, r)| {
+                let req = self.scheduler.request_mut(id.as_str())?;
+                let guide = req.guide.take()?;
+                Some((id.clone(), *r, guide, req.end_token_ids()))
+            })
+            .collect();
+        let masked: HashMap<RequestId, Vec<f32>> = guided
+            .par_iter_mut()
+            .map(|(id, r, guide, ends)| {
+                let mut row = logits.row(*r).to_vec();
+                guide.mask_logits(&mut row, ends);
+                (id.clone(), row)
+            })
+            .collect();
+        for (id, _, guide, _) in guided {
+            if let Some(req) = self.scheduler.request_mut(id.as_str()) {
+                req.guide = Some(guide);
+            }
+        }
         let sample_rows: Vec<SampleRow> = rows
             .iter()
             .filter_map(|(id, r)| {
+                let row = masked.get(id).map_or(logits.row(*r), Vec::as_slice);
                 self.scheduler
                     .request(id.as_str())
-                    .map(|req| SampleRow::new(logits.row(*r), req))
+                    .map(|req| SampleRow::new(row, req))
             })
             .collect();
         let outputs = sampler::sample_batch(&sample_rows);

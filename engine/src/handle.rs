@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::metrics::MetricsSnapshot;
 use crate::request::{Request, RequestId};
 use crate::scheduler::check_admission;
+use crate::structured_output::GrammarCompiler;
 
 /// Everything the engine loop needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,7 @@ enum Command {
 /// What the handles hold. Dropping the last handle drops the command sender, which ends the loop.
 struct Shared {
     model: Arc<LoadedModel>,
+    grammars: Arc<GrammarCompiler>,
     config: EngineConfig,
     commands: Mutex<Option<Sender<Command>>>,
     state: Arc<LoopState>,
@@ -116,6 +118,7 @@ impl EngineHandle {
             stopped: AtomicBool::new(false),
         });
         let shared = Arc::new(Shared {
+            grammars: engine.grammars().clone(),
             model,
             config,
             commands: Mutex::new(Some(tx)),
@@ -134,16 +137,25 @@ impl EngineHandle {
         &self.shared.model
     }
 
+    /// The engine's structured-output compiler (to compile off the async runtime before `submit`).
+    pub fn grammars(&self) -> &Arc<GrammarCompiler> {
+        &self.shared.grammars
+    }
+
     pub fn config(&self) -> &EngineConfig {
         &self.shared.config
     }
 
-    /// Validates the request now (parameters, vocabulary, context length, KV capacity, queue cap) and
-    /// queues it. Anything refused here never took a block. Outputs arrive on the returned stream;
-    /// dropping the stream before the request finished aborts it.
-    pub fn submit(&self, request: Request) -> Result<RequestStream> {
+    /// Validates the request now (parameters, vocabulary, structured output, context length, KV capacity,
+    /// queue cap) and queues it. Anything refused here never took a block. Outputs arrive on the returned
+    /// stream; dropping the stream before the request finished aborts it. A structured output is compiled
+    /// here, on the caller's thread, not on the engine's.
+    pub fn submit(&self, mut request: Request) -> Result<RequestStream> {
         let shared = &self.shared;
         LlmEngine::validate_for_model(&shared.model, &request)?;
+        if let (None, Some(spec)) = (&request.guide, &request.sampling.structured_output) {
+            request.guide = Some(shared.grammars.compile(spec)?);
+        }
         let cfg = &shared.config;
         check_admission(
             &cfg.scheduler,

@@ -16,6 +16,7 @@ pub mod profile;
 pub mod request;
 pub mod sampler;
 pub mod scheduler;
+pub mod structured_output;
 
 pub use block_pool::{BlockPool, ComputedBlocks, PrefixCacheStats};
 pub use config::{CacheConfig, SchedulerConfig, SchedulingPolicy};
@@ -31,3 +32,4 @@ pub use prefix_hash::BlockHash;
 pub use request::{FinishReason, Request, RequestId, RequestStatus, SamplingParams, StopCause};
 pub use sampler::{SampleOutput, SampleRow, TokenLogprobs};
 pub use scheduler::{check_admission, ScheduledRequest, Scheduler, SchedulerOutput};
+pub use structured_output::{GrammarCompiler, Guide, StructuredOutput};

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::error::ValidationError;
 use crate::prefix_hash::{self, BlockHash};
+use crate::structured_output::{Guide, StructuredOutput};
 
 /// vLLM's cap on `logprobs` / `prompt_logprobs` (its `max_logprobs` default).
 pub const MAX_LOGPROBS: usize = 20;
@@ -85,6 +86,8 @@ pub struct SamplingParams {
     pub logit_bias: HashMap<u32, f32>,
     pub skip_special_tokens: bool,
     pub spaces_between_special_tokens: bool,
+    /// What the output must match (JSON schema, regex, choice, grammar).
+    pub structured_output: Option<StructuredOutput>,
 }
 
 impl Default for SamplingParams {
@@ -112,8 +115,19 @@ impl Default for SamplingParams {
             logit_bias: HashMap::new(),
             skip_special_tokens: true,
             spaces_between_special_tokens: true,
+            structured_output: None,
         }
     }
+}
+
+/// The tokens that end a sequence: its EOS ids (unless `ignore_eos`) and `stop_token_ids`.
+pub fn end_token_ids(params: &SamplingParams, eos_token_ids: &[u32]) -> Vec<u32> {
+    let eos = if params.ignore_eos {
+        &[][..]
+    } else {
+        eos_token_ids
+    };
+    eos.iter().chain(&params.stop_token_ids).copied().collect()
 }
 
 /// Below this temperature sampling is greedy (vLLM's `_SAMPLING_EPS`).
@@ -365,6 +379,8 @@ pub struct Request {
     pub(crate) block_hashes: Vec<BlockHash>,
     /// Leading blocks of `block_ids` already registered in the prefix cache.
     pub(crate) num_cached_blocks: usize,
+    /// The compiled `sampling.structured_output`, advanced by every output token (set at submission).
+    pub guide: Option<Guide>,
 }
 
 impl Request {
@@ -393,6 +409,7 @@ impl Request {
             num_preemptions: 0,
             block_hashes: Vec::new(),
             num_cached_blocks: 0,
+            guide: None,
         }
     }
 
@@ -470,6 +487,14 @@ impl Request {
 
     pub fn append_output_token(&mut self, token: u32) {
         self.token_ids.push(token);
+        if let Some(guide) = &mut self.guide {
+            guide.accept(token, &end_token_ids(&self.sampling, &self.eos_token_ids));
+        }
+    }
+
+    /// The tokens that end this request: its EOS ids (unless `ignore_eos`) and `stop_token_ids`.
+    pub fn end_token_ids(&self) -> Vec<u32> {
+        end_token_ids(&self.sampling, &self.eos_token_ids)
     }
 
     pub fn block_hashes(&self) -> &[BlockHash] {

@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use ember_kernels::first_max;
 
-use crate::request::{Request, SamplingParams};
+use crate::request::{end_token_ids, Request, SamplingParams};
 
 /// Everything sampling one token needs. [`SampleRow::new`] fills it from a request.
 #[derive(Debug, Clone, Copy)]
@@ -85,7 +85,8 @@ pub fn sample(row: &SampleRow<'_>) -> SampleOutput {
 
 /// Whether `req`'s next token is the plain argmax of the raw logits: greedy, no logprobs, and no logits
 /// processor that would change a value (min_tokens masking still active, logit bias, penalties — keep in
-/// step with `apply_processors`). Such a row's token can be picked on the device that holds the logits.
+/// step with `apply_processors` —, a structured output's mask). Such a row's token can be picked on the
+/// device that holds the logits.
 pub fn is_raw_argmax(req: &Request) -> bool {
     let p = &req.sampling;
     p.is_greedy()
@@ -95,6 +96,7 @@ pub fn is_raw_argmax(req: &Request) -> bool {
         && p.frequency_penalty == 0.0
         && p.presence_penalty == 0.0
         && req.output_token_ids().len() >= p.min_tokens
+        && req.guide.is_none()
 }
 
 /// Logprobs of `token` and the top `k` alternatives under log-softmax of `logits`.
@@ -155,12 +157,13 @@ fn apply_processors(row: &SampleRow<'_>, work: &mut [f32]) {
     let vocab = work.len();
     let output = row.output_tokens();
     if output.len() < p.min_tokens {
-        let eos = if p.ignore_eos {
-            &[][..]
-        } else {
-            row.eos_token_ids
-        };
-        for &t in eos.iter().chain(&p.stop_token_ids) {
+        let ends = end_token_ids(p, row.eos_token_ids);
+        // A complete structured output leaves only end tokens: then it wins over min_tokens.
+        let others_left = work
+            .iter()
+            .enumerate()
+            .any(|(t, &l)| l > f32::NEG_INFINITY && !ends.contains(&(t as u32)));
+        for t in ends.into_iter().filter(|_| others_left) {
             if let Some(l) = work.get_mut(t as usize) {
                 *l = f32::NEG_INFINITY;
             }

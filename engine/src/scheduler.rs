@@ -292,6 +292,10 @@ impl Scheduler {
         self.requests.get(id)
     }
 
+    pub(crate) fn request_mut(&mut self, id: &str) -> Option<&mut Request> {
+        self.requests.get_mut(id)
+    }
+
     pub fn has_unfinished(&self) -> bool {
         !self.requests.is_empty()
     }

@@ -33,8 +33,10 @@ pub fn check_priority(state: &AppState, priority: Option<i32>) -> ApiResult<i32>
 }
 
 /// Queues every prompt (ids `{base_id}-{i}`; a single prompt keeps `base_id`). If one is refused, the
-/// ones already queued are aborted (their streams are dropped) and the refusal is the answer.
-pub fn submit_all(
+/// ones already queued are aborted (their streams are dropped) and the refusal is the answer. A
+/// structured output is compiled once, on a blocking thread (the first one also builds the vocabulary's
+/// token trie, about a second for a 150k vocabulary), and each prompt gets its own copy.
+pub async fn submit_all(
     state: &AppState,
     base_id: &str,
     prompts: &[Vec<u32>],
@@ -44,6 +46,21 @@ pub fn submit_all(
 ) -> ApiResult<Outputs> {
     let mut streams: Vec<BoxStream<'static, (usize, Result<RequestOutput, EngineError>)>> =
         Vec::with_capacity(prompts.len());
+    let guide = match &sampling.structured_output {
+        Some(spec) => {
+            let (grammars, spec) = (state.settings.engine.grammars().clone(), spec.clone());
+            let compiled = tokio::task::spawn_blocking(move || grammars.compile(&spec))
+                .await
+                .map_err(|e| {
+                    ApiError::new(
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("structured output compiler: {e}"),
+                    )
+                })?;
+            Some(compiled.map_err(ApiError::from_validation)?)
+        }
+        None => None,
+    };
     for (i, ids) in prompts.iter().enumerate() {
         let id = if prompts.len() == 1 {
             base_id.to_string()
@@ -54,6 +71,7 @@ pub fn submit_all(
         if let Some(salt) = cache_salt {
             req = req.with_cache_salt(salt);
         }
+        req.guide = guide.clone();
         let s = state.settings.engine.submit(req)?;
         streams.push(s.map(move |r| (i, r)).boxed());
     }

@@ -15,6 +15,7 @@ pub mod routes;
 pub mod sampling;
 pub mod sse;
 pub mod state;
+pub mod structured;
 
 pub use args::ServeArgs;
 pub use launch::{run, ServeError};

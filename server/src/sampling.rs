@@ -4,10 +4,10 @@
 
 use ember_engine::SamplingParams;
 use ember_models::loader::GenerationDefaults;
-use serde_json::Value;
 
 use crate::errors::{ApiError, ApiResult};
 use crate::protocol::SamplingFields;
+use crate::structured;
 
 /// vLLM clamps logit biases to this magnitude.
 const MAX_LOGIT_BIAS: f32 = 100.0;
@@ -116,6 +116,7 @@ pub fn build(inp: SamplingInputs<'_>) -> ApiResult<SamplingParams> {
     }
     p.logprobs = inp.logprobs;
     p.prompt_logprobs = f.prompt_logprobs;
+    p.structured_output = structured::from_fields(f)?;
     p.validate().map_err(ApiError::from_validation)?;
     Ok(p)
 }
@@ -126,35 +127,8 @@ impl ApiError {
     }
 }
 
-/// Guided decoding and beam search are not implemented: say so instead of ignoring the field.
+/// Beam search is not implemented: say so instead of ignoring the field.
 fn refuse_unsupported(f: &SamplingFields) -> ApiResult<()> {
-    let unsupported = |param: &str| {
-        Err(ApiError::invalid(
-            param,
-            format!("`{param}` (structured / guided decoding) is not supported by ember yet."),
-        ))
-    };
-    if let Some(rf) = &f.response_format {
-        let kind = rf.get("type").and_then(Value::as_str);
-        if kind != Some("text") {
-            return unsupported("response_format");
-        }
-    }
-    if f.guided_json.is_some() {
-        return unsupported("guided_json");
-    }
-    if f.guided_regex.is_some() {
-        return unsupported("guided_regex");
-    }
-    if f.guided_choice.is_some() {
-        return unsupported("guided_choice");
-    }
-    if f.guided_grammar.is_some() {
-        return unsupported("guided_grammar");
-    }
-    if f.structured_outputs.is_some() {
-        return unsupported("structured_outputs");
-    }
     if f.use_beam_search == Some(true) {
         return Err(ApiError::invalid(
             "use_beam_search",
@@ -202,8 +176,9 @@ mod tests {
         assert_eq!(e.param.as_deref(), Some("logit_bias"));
         let e = build_with(r#"{"n": 100000}"#, &d).unwrap_err();
         assert_eq!(e.param.as_deref(), Some("n"));
-        let e = build_with(r#"{"guided_regex": "a+"}"#, &d).unwrap_err();
-        assert_eq!(e.param.as_deref(), Some("guided_regex"));
-        assert!(build_with(r#"{"response_format": {"type": "text"}}"#, &d).is_ok());
+        let e = build_with(r#"{"use_beam_search": true}"#, &d).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("use_beam_search"));
+        let p = build_with(r#"{"guided_regex": "a+"}"#, &d).unwrap();
+        assert!(p.structured_output.is_some());
     }
 }

@@ -3,6 +3,8 @@
 
 usage: openai_sdk_check.py BASE_URL MODEL API_KEY
 """
+import json
+import re
 import sys
 import urllib.request
 
@@ -72,6 +74,70 @@ for max_tokens in (1, 0):
 parts = list(client.completions.create(model=model, prompt="1, 2, 3,", max_tokens=8, temperature=0, stream=True))
 assert all(p.object == "text_completion" for p in parts)
 assert parts[-1].choices[0].finish_reason == "length"
+
+# Structured outputs. A pydantic model through the SDK's parse helper (response_format json_schema,
+# strict: every field required, no others).
+from pydantic import BaseModel, Field
+
+
+class Capital(BaseModel):
+    city: str = Field(max_length=20)
+    country: str = Field(max_length=20)
+    population_millions: int
+
+
+parse = getattr(client.chat.completions, "parse", None) or client.beta.chat.completions.parse
+parsed = parse(
+    model=model,
+    messages=[{"role": "user", "content": "Give the capital of France as JSON."}],
+    response_format=Capital,
+    temperature=0,
+    max_tokens=100,
+)
+assert isinstance(parsed.choices[0].message.parsed, Capital), parsed
+assert parsed.choices[0].finish_reason == "stop", parsed
+
+# vLLM's own fields through extra_body: guided_choice on chat, a regex (structured_outputs) on
+# completions, sampled.
+answer = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "Is Paris in France? Answer yes or no."}],
+    temperature=0,
+    extra_body={"guided_choice": ["yes", "no"]},
+)
+assert answer.choices[0].message.content in ("yes", "no"), answer
+for seed in range(3):
+    year = client.completions.create(
+        model=model,
+        prompt="The Eiffel Tower was finished in the year",
+        max_tokens=10,
+        temperature=1.0,
+        seed=seed,
+        extra_body={"structured_outputs": {"regex": " 1[0-9]{3}"}},
+    )
+    assert re.fullmatch(r" 1[0-9]{3}", year.choices[0].text), year
+    assert year.choices[0].finish_reason == "stop", year
+
+# Streamed: the deltas join into JSON that parses.
+deltas = client.chat.completions.create(
+    model=model,
+    messages=[{"role": "user", "content": "A JSON object with your name."}],
+    temperature=0,
+    max_tokens=60,
+    stream=True,
+    response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {
+        "type": "object", "properties": {"name": {"type": "string", "maxLength": 16}},
+        "required": ["name"], "additionalProperties": False}}},
+)
+text = "".join(c.choices[0].delta.content or "" for c in deltas if c.choices)
+assert set(json.loads(text)) == {"name"}, text
+
+# A constraint that does not compile is the SDK's BadRequestError.
+try:
+    client.completions.create(model=model, prompt="x", max_tokens=4, extra_body={"guided_regex": "a(b"})
+    raise AssertionError("bad regex accepted")
+except openai.BadRequestError as e:
+    assert e.status_code == 400 and "structured output" in str(e), e
 
 # Errors come back as the SDK's typed exceptions.
 try:

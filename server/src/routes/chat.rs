@@ -130,7 +130,8 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
         &sampling,
         priority,
         req.sampling.cache_salt.as_deref(),
-    )?;
+    )
+    .await?;
     let n = sampling.n;
     let created = crate::state::unix_now();
     let model = state.model_name().to_string();

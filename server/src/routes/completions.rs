@@ -150,7 +150,8 @@ async fn handle(state: SharedState, req: CompletionRequest) -> ApiResult<Respons
         &sampling,
         priority,
         req.sampling.cache_salt.as_deref(),
-    )?;
+    )
+    .await?;
     let n = sampling.n;
     let texts: Vec<String> = prompts
         .iter()
