@@ -16,6 +16,7 @@ pub mod sampling;
 pub mod sse;
 pub mod state;
 pub mod structured;
+pub mod tool_choice;
 
 pub use args::ServeArgs;
 pub use launch::{run, ServeError};

@@ -132,6 +132,40 @@ deltas = client.chat.completions.create(
 text = "".join(c.choices[0].delta.content or "" for c in deltas if c.choices)
 assert set(json.loads(text)) == {"name"}, text
 
+# Forced tool calls (no parser needed): a named tool_choice and "required" answer with tool_calls whose
+# arguments fit the function's parameters; streamed, the argument deltas join into them.
+tools = [
+    {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                    "required": ["city"], "additionalProperties": False}}},
+    {"type": "function", "function": {"name": "get_time", "description": "Local time in a city",
+     "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}},
+                    "required": ["city"], "additionalProperties": False}}},
+]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+named = client.chat.completions.create(
+    model=model, messages=ask, tools=tools, temperature=0, max_tokens=40,
+    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+)
+call = named.choices[0].message.tool_calls[0]
+assert call.type == "function" and call.function.name == "get_weather", named
+assert set(json.loads(call.function.arguments)) == {"city"}, call
+required = client.chat.completions.create(
+    model=model, messages=ask, tools=tools, temperature=0, max_tokens=80, tool_choice="required",
+)
+calls = required.choices[0].message.tool_calls
+assert calls and all(c.function.name in ("get_weather", "get_time") for c in calls), required
+assert all(set(json.loads(c.function.arguments)) == {"city"} for c in calls), required
+assert required.choices[0].finish_reason == "tool_calls", required
+streamed = list(client.chat.completions.create(
+    model=model, messages=ask, tools=tools, temperature=0, max_tokens=40, stream=True,
+    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+))
+deltas = [t for c in streamed if c.choices for t in (c.choices[0].delta.tool_calls or [])]
+assert deltas[0].function.name == "get_weather" and deltas[0].id, deltas
+arguments = "".join(d.function.arguments or "" for d in deltas)
+assert arguments == call.function.arguments, (arguments, call.function.arguments)
+
 # A constraint that does not compile is the SDK's BadRequestError.
 try:
     client.completions.create(model=model, prompt="x", max_tokens=4, extra_body={"guided_regex": "a(b"})

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use ember_engine::RequestOutput;
-use serde_json::Value;
+use serde_json::json;
 
 use crate::chat_render::{self, RenderOptions};
 use crate::errors::{ApiError, ApiResult};
@@ -20,6 +20,7 @@ use crate::protocol::{
 use crate::sampling::{self, SamplingInputs};
 use crate::sse;
 use crate::state::{InFlight, SharedState};
+use crate::tool_choice::{self, ToolMode};
 
 pub async fn chat_completions(
     State(state): State<SharedState>,
@@ -28,20 +29,6 @@ pub async fn chat_completions(
     handle(state, req)
         .await
         .unwrap_or_else(|e| e.into_response())
-}
-
-fn check_tool_choice(req: &ChatRequest) -> ApiResult<()> {
-    match &req.tool_choice {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s == "none" => Ok(()),
-        Some(other) => Err(ApiError::invalid(
-            "tool_choice",
-            format!(
-                "tool_choice {other} is not supported: ember has no tool-call parser yet (tools are \
-                 passed to the chat template; use tool_choice \"none\" or leave it out)."
-            ),
-        )),
-    }
 }
 
 async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
@@ -66,7 +53,14 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
             "when using `top_logprobs`, `logprobs` must be set to true.",
         ));
     }
-    check_tool_choice(&req)?;
+    let (tool_mode, tool_spec) =
+        tool_choice::resolve(req.tool_choice.as_ref(), req.tools.as_ref())?;
+    if stream && tool_mode == ToolMode::Required {
+        return Err(ApiError::invalid(
+            "tool_choice",
+            "tool_choice \"required\" with stream=true is not supported by ember yet.",
+        ));
+    }
     let mut kwargs = req.chat_template_kwargs.clone().unwrap_or_default();
     if let Some(docs) = &req.documents {
         kwargs.insert("documents".into(), docs.clone());
@@ -104,7 +98,7 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
         state.settings.defaults.max_new_tokens.map(|m| m.min(room))
     });
     let top_n = req.top_logprobs.unwrap_or(0);
-    let sampling = sampling::build(SamplingInputs {
+    let mut sampling = sampling::build(SamplingInputs {
         fields: &req.sampling,
         defaults: &state.settings.defaults,
         max_tokens,
@@ -112,6 +106,16 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
         max_logprobs: state.settings.max_logprobs,
         max_n: state.settings.max_num_seqs,
     })?;
+    if let Some(spec) = tool_spec {
+        if sampling.structured_output.is_some() {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "A forced tool call cannot be combined with response_format or another structured \
+                 output.",
+            ));
+        }
+        sampling.structured_output = Some(spec);
+    }
     let priority = generation::check_priority(&state, req.sampling.priority)?;
     // vLLM's chat echo: the last message's content leads the answer when it is the assistant's.
     let echo_prefix = match (req.echo.unwrap_or(false), req.messages.last()) {
@@ -151,6 +155,8 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
             top_n,
             include_usage,
             echo_prefix,
+            tool_mode,
+            calls_opened: vec![false; n],
             role_sent: false,
             prompt: PromptInfo::default(),
             completion_tokens: 0,
@@ -163,18 +169,46 @@ async fn handle(state: SharedState, req: ChatRequest) -> ApiResult<Response> {
     let choices = choices
         .into_iter()
         .enumerate()
-        .map(|(i, c)| ChatChoice {
-            index: i,
-            message: ChatMessageOut {
-                role: "assistant",
-                content: format!("{echo_prefix}{}", c.text),
-                tool_calls: Vec::new(),
-            },
-            logprobs: want_logprobs.then(|| ChatLogprobs {
-                content: chat_entries(tok, &c.logprobs, top_n),
-            }),
-            finish_reason: c.finish.as_ref().map(|f| f.as_str()),
-            stop_reason: generation::stop_reason(c.finish.as_ref()),
+        .map(|(i, c)| {
+            let mut finish_reason = c.finish.as_ref().map(|f| f.as_str());
+            let (content, tool_calls) = match &tool_mode {
+                ToolMode::Text => (format!("{echo_prefix}{}", c.text), Vec::new()),
+                ToolMode::Named(name) => (
+                    String::new(),
+                    vec![tool_choice::call(
+                        state.new_id("chatcmpl-tool"),
+                        name,
+                        c.text.clone(),
+                    )],
+                ),
+                ToolMode::Required => match tool_choice::required_calls(&c.text) {
+                    Some(calls) => {
+                        finish_reason = Some("tool_calls");
+                        let calls = calls
+                            .into_iter()
+                            .map(|(name, args)| {
+                                tool_choice::call(state.new_id("chatcmpl-tool"), &name, args)
+                            })
+                            .collect();
+                        (String::new(), calls)
+                    }
+                    // Cut short before the list closed: the text as it is.
+                    None => (c.text.clone(), Vec::new()),
+                },
+            };
+            ChatChoice {
+                index: i,
+                message: ChatMessageOut {
+                    role: "assistant",
+                    content,
+                    tool_calls,
+                },
+                logprobs: want_logprobs.then(|| ChatLogprobs {
+                    content: chat_entries(tok, &c.logprobs, top_n),
+                }),
+                finish_reason,
+                stop_reason: generation::stop_reason(c.finish.as_ref()),
+            }
         })
         .collect();
     Ok(Json(ChatResponse {
@@ -198,6 +232,10 @@ struct ChatChunks {
     top_n: usize,
     include_usage: bool,
     echo_prefix: String,
+    /// With a named tool_choice the deltas are the call's arguments; the first one per choice opens
+    /// the call (id, type, name).
+    tool_mode: ToolMode,
+    calls_opened: Vec<bool>,
     role_sent: bool,
     prompt: PromptInfo,
     completion_tokens: usize,
@@ -235,6 +273,7 @@ impl ChunkMaker for ChatChunks {
                         delta: ChatDelta {
                             role: Some("assistant"),
                             content: Some(String::new()),
+                            tool_calls: None,
                         },
                         logprobs: None,
                         finish_reason: None,
@@ -249,6 +288,7 @@ impl ChunkMaker for ChatChunks {
                             delta: ChatDelta {
                                 role: None,
                                 content: Some(self.echo_prefix.clone()),
+                                tool_calls: None,
                             },
                             logprobs: None,
                             finish_reason: None,
@@ -264,14 +304,38 @@ impl ChunkMaker for ChatChunks {
         if out.text_delta.is_empty() && finish.is_none() && !self.want_logprobs {
             return chunks;
         }
+        let delta = match &self.tool_mode {
+            ToolMode::Named(name) if !out.text_delta.is_empty() => {
+                let opened = self
+                    .calls_opened
+                    .get_mut(out.index)
+                    .map(|o| std::mem::replace(o, true));
+                let mut call = match opened {
+                    Some(false) => tool_choice::call(
+                        self.state.new_id("chatcmpl-tool"),
+                        name,
+                        out.text_delta.clone(),
+                    ),
+                    _ => json!({"function": {"arguments": out.text_delta}}),
+                };
+                call["index"] = json!(0);
+                ChatDelta {
+                    role: None,
+                    content: None,
+                    tool_calls: Some(vec![call]),
+                }
+            }
+            _ => ChatDelta {
+                role: None,
+                content: Some(out.text_delta.clone()),
+                tool_calls: None,
+            },
+        };
         let tok = self.state.tokenizer();
         chunks.push(self.chunk(
             vec![ChatChunkChoice {
                 index: out.index,
-                delta: ChatDelta {
-                    role: None,
-                    content: Some(out.text_delta.clone()),
-                },
+                delta,
                 logprobs: self.want_logprobs.then(|| ChatLogprobs {
                     content: chat_entries(tok, &out.logprobs, self.top_n),
                 }),
