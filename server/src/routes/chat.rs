@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions`: messages through the chat template, `n`, logprobs + top_logprobs,
-//! streaming (a role chunk, content deltas, the finish chunk, the usage chunk when asked for).
+//! streaming (a role chunk, content deltas, the finish chunk, the usage chunk when asked for), forced
+//! tool calls (named / "required" tool_choice, see `tool_choice`).
 
 use axum::body::Bytes;
 use axum::extract::State;
