@@ -211,11 +211,11 @@ impl Guide {
         };
         for (t, l) in logits.iter_mut().enumerate() {
             let t = t as u32;
-            let allowed = match &mask {
-                Some(m) if t != self.eos || ends.contains(&t) => m.is_allowed(t),
-                _ => false,
-            } || (may_end && ends.contains(&t));
-            if !allowed {
+            let is_end = ends.contains(&t);
+            // The trie's EOS counts only where it is one of the request's end tokens.
+            let by_grammar =
+                (t != self.eos || is_end) && mask.as_ref().is_some_and(|m| m.is_allowed(t));
+            if !(by_grammar || (may_end && is_end)) {
                 *l = f32::NEG_INFINITY;
             }
         }
